@@ -1,0 +1,108 @@
+//! Records of what detour did: JSON lines with a stable schema.
+//!
+//! The glue writes each event as one log line (`detour-event {json}`); later versions also
+//! post them to webhooks and turn them into reports. Events never carry prompts or keys.
+
+use serde::Serialize;
+
+use crate::flow::Reason;
+use crate::UnixMillis;
+
+/// Why the chain left a deployment for another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackReason {
+    /// 429, or a deployment cooling down after one.
+    RateLimit,
+    /// Errors, timeouts, an open breaker.
+    Failure,
+    /// The prompt did not fit.
+    ContextWindow,
+    /// The provider refused the content.
+    ContentPolicy,
+}
+
+/// One record. `ts` is Unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The same deployment will be tried again after `wait_ms`.
+    Retry {
+        /// When.
+        ts: UnixMillis,
+        /// The request's route group.
+        group: String,
+        /// The deployment being retried.
+        deployment: String,
+        /// Which retry this is (1 = first retry).
+        retry: u32,
+        /// What failed.
+        reason: Reason,
+        /// The failed attempt's status, if one arrived.
+        status: Option<u16>,
+        /// Backoff before the retry.
+        wait_ms: u64,
+    },
+    /// The chain moved from one deployment to the next.
+    Fallback {
+        /// When.
+        ts: UnixMillis,
+        /// The request's route group.
+        group: String,
+        /// The request's stage tag, if any.
+        stage: Option<String>,
+        /// The deployment left behind.
+        from: String,
+        /// The deployment tried next.
+        to: String,
+        /// Why.
+        reason: FallbackReason,
+    },
+    /// A 429 cooled a deployment down.
+    Cooldown {
+        /// When.
+        ts: UnixMillis,
+        /// Which deployment.
+        deployment: String,
+        /// Until when.
+        until: UnixMillis,
+    },
+    /// A breaker opened (or reopened after a failed half-open probe).
+    BreakerOpened {
+        /// When.
+        ts: UnixMillis,
+        /// Which deployment.
+        deployment: String,
+        /// Until when.
+        until: UnixMillis,
+        /// True when a half-open probe failed.
+        probe_failed: bool,
+    },
+    /// A half-open probe succeeded: the deployment is back.
+    Recovery {
+        /// When.
+        ts: UnixMillis,
+        /// Which deployment.
+        deployment: String,
+    },
+    /// Every deployment of the chain failed or was unavailable.
+    AllFailed {
+        /// When.
+        ts: UnixMillis,
+        /// The request's route group.
+        group: String,
+        /// The request's stage tag, if any.
+        stage: Option<String>,
+        /// Attempts sent.
+        attempts: u32,
+        /// The status the client got.
+        status: u16,
+    },
+}
+
+impl Event {
+    /// The event as one JSON line.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}

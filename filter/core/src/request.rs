@@ -1,0 +1,267 @@
+//! The client's request: which endpoint, which group, how big, and its body per deployment.
+
+use serde_json::{Map, Value};
+
+use crate::config::{Config, Deployment};
+use crate::respond::{self, Response};
+
+/// Request body fields a client may not send: they would pick the upstream or its key.
+const BANNED_BODY_FIELDS: [&str; 4] = ["api_base", "base_url", "api_key", "api_version"];
+
+/// An OpenAI endpoint detour routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /v1/chat/completions`
+    ChatCompletions,
+    /// `POST /v1/completions`
+    Completions,
+    /// `POST /v1/embeddings`
+    Embeddings,
+}
+
+impl Endpoint {
+    /// The path after the `api_base` prefix.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::Completions => "/completions",
+            Endpoint::Embeddings => "/embeddings",
+        }
+    }
+
+    /// Recognises `/v1/chat/completions` or `/chat/completions` (query string ignored).
+    pub fn from_path(path: &str) -> Option<(Self, &str)> {
+        let (path, query) = match path.split_once('?') {
+            Some((path, query)) => (path, query),
+            None => (path, ""),
+        };
+        let path = path.trim_end_matches('/');
+        let path = path.strip_prefix("/v1").unwrap_or(path);
+        let endpoint = match path {
+            "/chat/completions" => Endpoint::ChatCompletions,
+            "/completions" => Endpoint::Completions,
+            "/embeddings" => Endpoint::Embeddings,
+            _ => return None,
+        };
+        Some((endpoint, query))
+    }
+}
+
+/// A client request that passed validation.
+#[derive(Debug, Clone)]
+pub struct ParsedRequest {
+    /// Which endpoint it calls.
+    pub endpoint: Endpoint,
+    /// The query string, passed on unchanged (without `?`).
+    pub query: String,
+    /// The `model` field, if present.
+    pub model: Option<String>,
+    /// `"stream": true`.
+    pub stream: bool,
+    /// Estimated prompt tokens, for context-window checks.
+    pub estimated_input_tokens: u64,
+    body: Map<String, Value>,
+}
+
+impl ParsedRequest {
+    /// Validates method, path and body. Errors are the client's answer.
+    pub fn parse(
+        config: &Config,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<Self, Box<Response>> {
+        let Some((endpoint, query)) = Endpoint::from_path(path) else {
+            return Err(Box::new(respond::client_error(
+                404,
+                "not_found",
+                format!(
+                    "detour routes POST /v1/chat/completions, /v1/completions and /v1/embeddings; {} is not one of them",
+                    printable(path)
+                ),
+            )));
+        };
+        if !method.eq_ignore_ascii_case("POST") {
+            return Err(Box::new(respond::client_error(
+                405,
+                "method_not_allowed",
+                format!("{} must be called with POST", endpoint.suffix()),
+            )));
+        }
+        if body.len() as u64 > config.settings.max_request_body_bytes {
+            return Err(Box::new(body_too_large(config)));
+        }
+        let text = std::str::from_utf8(body).map_err(|err| {
+            Box::new(respond::client_error(
+                400,
+                "invalid_request_body",
+                format!(
+                    "request body is not valid UTF-8 (at byte {})",
+                    err.valid_up_to()
+                ),
+            ))
+        })?;
+        if text.trim().is_empty() {
+            return Err(Box::new(respond::client_error(
+                400,
+                "invalid_request_body",
+                "request body is empty; send a JSON object",
+            )));
+        }
+        let value: Value = serde_json::from_str(text).map_err(|err| {
+            Box::new(respond::client_error(
+                400,
+                "invalid_request_body",
+                format!("request body is not valid JSON: {err}"),
+            ))
+        })?;
+        let Value::Object(body) = value else {
+            return Err(Box::new(respond::client_error(
+                400,
+                "invalid_request_body",
+                "request body must be a JSON object",
+            )));
+        };
+        if let Some(field) = BANNED_BODY_FIELDS.iter().find(|f| body.contains_key(**f)) {
+            return Err(Box::new(respond::client_error(
+                400,
+                "invalid_request_body",
+                format!("`{field}` may not be set by clients: detour chooses the upstream and its credentials"),
+            )));
+        }
+        let model = match body.get("model") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(model)) => Some(model.clone()),
+            Some(_) => {
+                return Err(Box::new(respond::client_error(
+                    400,
+                    "invalid_request_body",
+                    "`model` must be a string naming a route group",
+                )))
+            }
+        };
+        let stream = match body.get("stream") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(stream)) => *stream,
+            Some(_) => {
+                return Err(Box::new(respond::client_error(
+                    400,
+                    "invalid_request_body",
+                    "`stream` must be true or false",
+                )))
+            }
+        };
+        if endpoint == Endpoint::ChatCompletions {
+            match body.get("messages") {
+                Some(Value::Array(messages)) if !messages.is_empty() => {}
+                Some(Value::Array(_)) => {
+                    return Err(Box::new(respond::client_error(
+                        400,
+                        "invalid_request_body",
+                        "`messages` must not be empty",
+                    )))
+                }
+                _ => {
+                    return Err(Box::new(respond::client_error(
+                        400,
+                        "invalid_request_body",
+                        "`messages` is required and must be a list",
+                    )))
+                }
+            }
+        }
+        let estimated_input_tokens = estimate_input_tokens(&body);
+        Ok(ParsedRequest {
+            endpoint,
+            query: query.to_string(),
+            model,
+            stream,
+            estimated_input_tokens,
+            body,
+        })
+    }
+
+    /// The body as this deployment must receive it: the provider's model name instead of
+    /// the group's.
+    pub fn body_for(&self, deployment: &Deployment) -> Vec<u8> {
+        let mut body = self.body.clone();
+        body.insert(
+            "model".into(),
+            Value::String(deployment.provider_model.clone()),
+        );
+        // Serialising a Value cannot fail (string keys only); an empty body would be
+        // rejected upstream rather than crash the worker.
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+
+    /// The upstream path for this deployment, query included.
+    pub fn path_for(&self, deployment: &Deployment) -> String {
+        let mut path = format!(
+            "{}{}",
+            deployment.upstream.path_prefix,
+            self.endpoint.suffix()
+        );
+        if !self.query.is_empty() {
+            path.push('?');
+            path.push_str(&self.query);
+        }
+        path
+    }
+}
+
+/// The answer to a body over `detour.max_request_body_bytes`.
+pub fn body_too_large(config: &Config) -> Response {
+    respond::client_error(
+        413,
+        "request_too_large",
+        format!(
+            "request body exceeds detour's limit of {} bytes",
+            config.settings.max_request_body_bytes
+        ),
+    )
+}
+
+/// A rough prompt size: characters of the text the model reads, over four, plus a few
+/// tokens per message. Good enough to tell an 8k window from a 128k one; never used for
+/// billing.
+fn estimate_input_tokens(body: &Map<String, Value>) -> u64 {
+    let mut chars: u64 = 0;
+    let mut n_messages: u64 = 0;
+    for key in ["messages", "prompt", "input", "tools", "functions"] {
+        if let Some(value) = body.get(key) {
+            if let (Value::Array(items), "messages") = (value, key) {
+                n_messages = items.len() as u64;
+            }
+            chars = chars.saturating_add(text_chars(value, 0));
+        }
+    }
+    chars
+        .div_ceil(4)
+        .saturating_add(n_messages.saturating_mul(4))
+}
+
+/// Characters of every string inside `value`. Depth-limited: a hostile body cannot recurse
+/// without bound (serde_json already caps parsing depth at 128).
+fn text_chars(value: &Value, depth: u32) -> u64 {
+    if depth > 64 {
+        return 0;
+    }
+    match value {
+        Value::String(s) => s.chars().count() as u64,
+        Value::Array(items) => items
+            .iter()
+            .fold(0u64, |acc, v| acc.saturating_add(text_chars(v, depth + 1))),
+        Value::Object(map) => map
+            .values()
+            .fold(0u64, |acc, v| acc.saturating_add(text_chars(v, depth + 1))),
+        _ => 0,
+    }
+}
+
+/// A path for an error message: at most 200 characters, control characters replaced.
+fn printable(path: &str) -> String {
+    path.chars()
+        .take(200)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}

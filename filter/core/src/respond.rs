@@ -1,0 +1,128 @@
+//! Every answer detour writes itself, in OpenAI's error shape.
+//!
+//! One module renders them all so clients (the OpenAI SDKs first) see one format:
+//! `{"error": {"message", "type", "param", "code"}}`, plus `attempts` when a chain failed.
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::flow::{AttemptRecord, Reason};
+use crate::UnixMillis;
+
+/// A response for the glue to send as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers besides `content-length` (the host sets it).
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+fn json_response(status: u16, body: &serde_json::Value, extra: Vec<(String, String)>) -> Response {
+    let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+    headers.extend(extra);
+    Response {
+        status,
+        headers,
+        body: serde_json::to_vec(body).unwrap_or_default(),
+    }
+}
+
+/// A 4xx caused by the request itself (never retried by OpenAI SDKs).
+pub fn client_error(status: u16, code: &str, message: impl Into<String>) -> Response {
+    let message: String = message.into();
+    json_response(
+        status,
+        &json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": code}}),
+        Vec::new(),
+    )
+}
+
+/// detour itself is misconfigured or broke an invariant: a 500 that says so.
+pub fn internal_error(message: impl Into<String>) -> Response {
+    let message: String = message.into();
+    json_response(
+        500,
+        &json!({"error": {"message": message, "type": "server_error", "param": null, "code": "detour_internal_error"}}),
+        Vec::new(),
+    )
+}
+
+#[derive(Serialize)]
+struct AllFailedError<'a> {
+    message: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    param: Option<()>,
+    code: &'static str,
+    group: &'a str,
+    attempts: &'a [AttemptRecord],
+}
+
+/// The one answer when the whole chain failed: what happened to every deployment tried
+/// or skipped, under a status that says what kind of failure it was.
+pub fn all_failed(
+    now: UnixMillis,
+    group: &str,
+    attempts: &[AttemptRecord],
+    soonest_available: Option<UnixMillis>,
+) -> Response {
+    let (status, kind, code) = final_status(attempts);
+    let summary: Vec<String> = attempts
+        .iter()
+        .map(|a| match a.status {
+            Some(status) => format!("{} ({} {})", a.deployment, status, a.reason.describe()),
+            None => format!("{} ({})", a.deployment, a.reason.describe()),
+        })
+        .collect();
+    let n_sent = attempts.iter().filter(|a| !a.reason.is_skip()).count();
+    let message = format!(
+        "detour: every deployment for group '{group}' failed or was unavailable ({n_sent} attempts sent): {}",
+        summary.join(", ")
+    );
+    let error = AllFailedError {
+        message,
+        kind,
+        param: None,
+        code,
+        group,
+        attempts,
+    };
+    let mut extra = vec![("x-detour-group".to_string(), group.to_string())];
+    if matches!(status, 429 | 503) {
+        let wait_ms = soonest_available
+            .map(|t| t.saturating_sub(now))
+            .unwrap_or(1000);
+        extra.push((
+            "retry-after".to_string(),
+            wait_ms.div_ceil(1000).max(1).to_string(),
+        ));
+    }
+    json_response(status, &json!({ "error": error }), extra)
+}
+
+/// Picks the status for a failed chain from what its attempts met.
+fn final_status(attempts: &[AttemptRecord]) -> (u16, &'static str, &'static str) {
+    let last_sent = attempts.iter().rev().find(|a| !a.reason.is_skip());
+    match last_sent.map(|a| a.reason) {
+        Some(Reason::ContextWindow) | None
+            if attempts.iter().any(|a| {
+                a.reason == Reason::ContextWindow || a.reason == Reason::ContextTooLarge
+            }) =>
+        {
+            (400, "invalid_request_error", "context_length_exceeded")
+        }
+        Some(Reason::ContentPolicy) => (400, "invalid_request_error", "content_policy_violation"),
+        _ if attempts
+            .iter()
+            .all(|a| matches!(a.reason, Reason::RateLimited | Reason::CoolingDown)) =>
+        {
+            (429, "rate_limit_error", "all_deployments_rate_limited")
+        }
+        None => (503, "server_error", "no_deployment_available"),
+        Some(Reason::Timeout) => (504, "server_error", "all_deployments_failed"),
+        Some(_) => (502, "server_error", "all_deployments_failed"),
+    }
+}
