@@ -173,6 +173,10 @@ pub struct Answer<'a> {
     pub retry_after_ms: Option<&'a str>,
     /// The body, or its first bytes (needed when [`classify::needs_body`] says so).
     pub body: &'a [u8],
+    /// A transport failure the host observed behind a synthetic status (Envoy's router
+    /// answers a refused connection with 503 and a timeout with 504): `Timeout`,
+    /// `ConnectionFailure` or `Reset`. It decides the class and reason when present.
+    pub transport_failure: Option<Reason>,
 }
 
 /// What to do with an answer.
@@ -213,6 +217,8 @@ pub struct Flow {
     events: Vec<Event>,
     n_sent: u32,
     soonest_available: Option<UnixMillis>,
+    /// The special chain (context window or content policy) the queue holds, once taken.
+    following: Option<FallbackKind>,
     finished: bool,
 }
 
@@ -241,6 +247,7 @@ impl Flow {
             events: Vec::new(),
             n_sent: 0,
             soonest_available: None,
+            following: None,
             finished: false,
             request,
         };
@@ -451,6 +458,40 @@ impl Flow {
         now: UnixMillis,
         answer: Answer<'_>,
     ) -> Verdict {
+        let (class, reason) = match answer.transport_failure {
+            Some(reason) => (Class::Transient, reason),
+            None => classify::classify(answer.status, answer.body),
+        };
+        self.judge(config, store, now, answer, class, reason)
+    }
+
+    /// The attempt could not even be started (the host refused the call, e.g. an unknown
+    /// cluster): a connection failure that moves on at once, since retrying cannot help.
+    pub fn on_unreachable<S: Store + ?Sized>(
+        &mut self,
+        config: &Config,
+        store: &mut S,
+        now: UnixMillis,
+    ) -> Verdict {
+        self.judge(
+            config,
+            store,
+            now,
+            Answer::default(),
+            Class::Failed,
+            Reason::ConnectionFailure,
+        )
+    }
+
+    fn judge<S: Store + ?Sized>(
+        &mut self,
+        config: &Config,
+        store: &mut S,
+        now: UnixMillis,
+        answer: Answer<'_>,
+        class: Class,
+        reason: Reason,
+    ) -> Verdict {
         let Some(mut current) = self.current.take() else {
             // No attempt in flight: nothing to judge. Let the glue ask what is next.
             return Verdict::Next;
@@ -459,7 +500,6 @@ impl Flow {
             return Verdict::Next;
         };
         let id = deployment.id.clone();
-        let (class, reason) = classify::classify(answer.status, answer.body);
         let duration_ms = current.sent_at.map(|t| now.saturating_sub(t)).unwrap_or(0);
         self.attempts.push(AttemptRecord {
             deployment: id.clone(),
@@ -521,6 +561,7 @@ impl Flow {
                     && !opened
                     && !current.probe
                     && current.tries <= settings.num_retries
+                    && self.n_sent < settings.max_attempts
                 {
                     let asked = retry_after::parse(now, answer.retry_after, answer.retry_after_ms);
                     let asked_too_long = asked.is_some_and(|ms| ms > settings.retry_after_cap_ms);
@@ -555,6 +596,11 @@ impl Flow {
                 } else {
                     (FallbackKind::ContentPolicy, FallbackReason::ContentPolicy)
                 };
+                if self.following == Some(kind) {
+                    // Already on this chain: go on with its next deployment.
+                    self.left = Some((current.deployment, fallback));
+                    return Verdict::Next;
+                }
                 let targets = config.fallbacks.targets(&deployment.group, kind).to_vec();
                 if targets.is_empty() {
                     // No chain for this kind of error: the provider's answer is the best
@@ -563,6 +609,7 @@ impl Flow {
                     return Verdict::Deliver(self.delivery_headers(&id));
                 }
                 self.queue = chain(config, &targets, self.seed);
+                self.following = Some(kind);
                 self.left = Some((current.deployment, fallback));
                 Verdict::Next
             }

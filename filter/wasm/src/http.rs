@@ -1,0 +1,384 @@
+//! The HTTP context: one per request. It reads the request, routes the first attempt
+//! through Envoy's router, and judges the router's answer.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use detour_core::classify::{self, MAX_CLASSIFY_BODY};
+use detour_core::flow::{Answer, Flow, Reason, Step, Verdict};
+use detour_core::request::{self, ParsedRequest};
+use detour_core::respond;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, BufferType, MapType};
+
+use crate::host::{self, SharedData};
+use crate::registry::{Registry, SharedState};
+use crate::run::{log_events, Phase};
+
+/// The request header that carries the stage tag.
+pub(crate) const STAGE_HEADER: &str = "x-detour-stage";
+/// The request header Envoy's `cluster_header` route reads.
+pub(crate) const CLUSTER_HEADER: &str = "x-detour-cluster";
+/// The per-try timeout Envoy's router honours when a filter sets it.
+const PER_TRY_TIMEOUT_HEADER: &str = "x-envoy-upstream-rq-per-try-timeout-ms";
+
+/// Client headers never forwarded to a provider: credentials (the provider gets the
+/// deployment's key instead) and anything that would steer detour or Envoy.
+fn is_stripped_request_header(name: &str) -> bool {
+    const CREDENTIALS: [&str; 5] = [
+        "authorization",
+        "x-api-key",
+        "api-key",
+        "cookie",
+        "proxy-authorization",
+    ];
+    let name = name.to_ascii_lowercase();
+    CREDENTIALS.contains(&name.as_str())
+        || name.starts_with("x-detour-")
+        || name == "content-length"
+}
+
+/// What Envoy's router meant by a synthetic answer, from `response.code_details`
+/// (e.g. `upstream_reset_before_response_started{remote_connection_failure}`).
+fn transport_failure(details: &str) -> Option<Reason> {
+    if details.contains("timeout") {
+        Some(Reason::Timeout)
+    } else if details.contains("connection_failure") {
+        Some(Reason::ConnectionFailure)
+    } else if details.starts_with("upstream_reset") {
+        Some(Reason::Reset)
+    } else {
+        None
+    }
+}
+
+pub(crate) struct DetourHttp {
+    state: SharedState,
+    registry: Rc<RefCell<Registry>>,
+}
+
+impl DetourHttp {
+    pub(crate) fn new(state: SharedState, registry: Rc<RefCell<Registry>>) -> Self {
+        DetourHttp { state, registry }
+    }
+
+    /// The body is complete: parse it, start the flow, route the first attempt.
+    fn on_request_complete(&mut self, body_size: usize) -> Action {
+        let mut state = self.state.borrow_mut();
+        let Some(config) = state.config.clone() else {
+            state.respond(&respond::internal_error(
+                "detour: the filter has no valid configuration",
+            ));
+            return Action::Pause;
+        };
+        let limit = usize::try_from(config.settings.max_request_body_bytes).unwrap_or(usize::MAX);
+        if body_size > limit {
+            state.respond(&request::body_too_large(&config));
+            return Action::Pause;
+        }
+        let body = host::buffer(BufferType::HttpRequestBody, body_size, limit);
+        let parsed = match ParsedRequest::parse(&config, &state.method, &state.path, &body) {
+            Ok(parsed) => parsed,
+            Err(response) => {
+                state.respond(&response);
+                return Action::Pause;
+            }
+        };
+        let now = host::now_ms();
+        let seed =
+            host::now_nanos() ^ u64::from(state.context_id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut flow = match Flow::start(&config, parsed, state.stage.as_deref(), now, seed) {
+            Ok(flow) => flow,
+            Err(response) => {
+                state.respond(&response);
+                return Action::Pause;
+            }
+        };
+        let step = flow.poll(&config, &mut SharedData, now);
+        log_events(&mut flow);
+        state.flow = Some(flow);
+        match step {
+            Step::Send(send) => {
+                // The first attempt rides the request itself through Envoy's router.
+                host::set_header(
+                    MapType::HttpRequestHeaders,
+                    CLUSTER_HEADER,
+                    Some(&send.cluster),
+                );
+                host::set_header(MapType::HttpRequestHeaders, ":path", Some(&send.path));
+                host::set_header(
+                    MapType::HttpRequestHeaders,
+                    ":authority",
+                    Some(&send.authority),
+                );
+                let timeout = send.first_byte_timeout_ms.to_string();
+                host::set_header(
+                    MapType::HttpRequestHeaders,
+                    PER_TRY_TIMEOUT_HEADER,
+                    Some(&timeout),
+                );
+                for (name, value) in &send.headers {
+                    host::set_header(MapType::HttpRequestHeaders, name, Some(value));
+                }
+                host::set_buffer(BufferType::HttpRequestBody, body_size, &send.body);
+                state.phase = Phase::Routed;
+                Action::Continue
+            }
+            Step::Wait(at) => {
+                self.registry.borrow_mut().add_wait(at, state.context_id);
+                state.phase = Phase::Replacing;
+                Action::Pause
+            }
+            Step::Respond(response) => {
+                state.respond(&response);
+                Action::Pause
+            }
+        }
+    }
+
+    /// Feeds the router's answer to the flow; `true` when it goes to the client.
+    fn judge_router_answer(
+        &mut self,
+        status: u16,
+        retry_after: Option<&str>,
+        retry_after_ms: Option<&str>,
+        body: &[u8],
+        transport_failure: Option<Reason>,
+    ) -> Option<Vec<(String, String)>> {
+        let mut state = self.state.borrow_mut();
+        let config = state.config.clone()?;
+        let flow = state.flow.as_mut()?;
+        let answer = Answer {
+            status: Some(status),
+            retry_after,
+            retry_after_ms,
+            body,
+            transport_failure,
+        };
+        let verdict = flow.on_answer(&config, &mut SharedData, host::now_ms(), answer);
+        log_events(flow);
+        match verdict {
+            Verdict::Deliver(headers) => {
+                state.phase = Phase::Passing;
+                Some(headers)
+            }
+            Verdict::Next => {
+                state.phase = Phase::Replacing;
+                state.drive(&self.registry);
+                None
+            }
+        }
+    }
+}
+
+impl Drop for DetourHttp {
+    fn drop(&mut self) {
+        let context_id = self.state.borrow().context_id;
+        self.registry.borrow_mut().remove_request(context_id);
+    }
+}
+
+impl Context for DetourHttp {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        self.registry.borrow_mut().take_call(token_id);
+        let mut state = self.state.borrow_mut();
+        if state.phase == Phase::Replacing {
+            state.on_call_answer(&self.registry, num_headers, body_size);
+        }
+    }
+}
+
+impl HttpContext for DetourHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let headers = host::headers(MapType::HttpRequestHeaders);
+        {
+            let mut state = self.state.borrow_mut();
+            for (name, value) in &headers {
+                match name.as_str() {
+                    ":method" => state.method = value.clone(),
+                    ":path" => state.path = value.clone(),
+                    STAGE_HEADER => {
+                        state.stage = Some(value.trim().to_string()).filter(|s| !s.is_empty())
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for (name, _) in headers
+            .iter()
+            .filter(|(name, _)| is_stripped_request_header(name))
+        {
+            host::set_header(MapType::HttpRequestHeaders, name, None);
+        }
+        if end_of_stream {
+            // No body will come: answer now (pausing here would hang the request).
+            let mut state = self.state.borrow_mut();
+            let response = match state.config.clone() {
+                Some(config) => {
+                    match ParsedRequest::parse(&config, &state.method, &state.path, b"") {
+                        Err(response) => *response,
+                        Ok(_) => respond::client_error(
+                            400,
+                            "invalid_request_body",
+                            "request body is empty",
+                        ),
+                    }
+                }
+                None => respond::internal_error("detour: the filter has no valid configuration"),
+            };
+            state.respond(&response);
+            return Action::Pause;
+        }
+        Action::Pause
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let phase = self.state.borrow().phase.clone();
+        if phase != Phase::ReadingRequest {
+            return Action::Pause;
+        }
+        let limit = self
+            .state
+            .borrow()
+            .config
+            .as_ref()
+            .map(|c| usize::try_from(c.settings.max_request_body_bytes).unwrap_or(usize::MAX))
+            .unwrap_or(0);
+        if !end_of_stream && body_size <= limit {
+            return Action::Pause;
+        }
+        self.on_request_complete(body_size)
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let phase = self.state.borrow().phase.clone();
+        if phase != Phase::Routed {
+            // Our own local reply, or a response we already decided about.
+            return Action::Continue;
+        }
+        let status = host::header(MapType::HttpResponseHeaders, ":status")
+            .and_then(|s| s.trim().parse::<u16>().ok())
+            .unwrap_or(0);
+        let retry_after = host::header(MapType::HttpResponseHeaders, "retry-after");
+        let retry_after_ms = host::header(MapType::HttpResponseHeaders, "retry-after-ms");
+        if classify::needs_body(status) && !end_of_stream {
+            self.state.borrow_mut().phase = Phase::Judging {
+                status,
+                retry_after,
+                retry_after_ms,
+            };
+            return Action::Pause;
+        }
+        let failure =
+            host::property(&["response", "code_details"]).and_then(|d| transport_failure(&d));
+        match self.judge_router_answer(
+            status,
+            retry_after.as_deref(),
+            retry_after_ms.as_deref(),
+            b"",
+            failure,
+        ) {
+            Some(extra) => {
+                for (name, value) in &extra {
+                    host::set_header(MapType::HttpResponseHeaders, name, Some(value));
+                }
+                Action::Continue
+            }
+            None => Action::Pause,
+        }
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let phase = self.state.borrow().phase.clone();
+        match phase {
+            Phase::Judging {
+                status,
+                retry_after,
+                retry_after_ms,
+            } => {
+                if !end_of_stream && body_size < MAX_CLASSIFY_BODY {
+                    // Hold it: the next call sees everything buffered so far.
+                    return Action::Pause;
+                }
+                let body = host::buffer(BufferType::HttpResponseBody, body_size, MAX_CLASSIFY_BODY);
+                match self.judge_router_answer(
+                    status,
+                    retry_after.as_deref(),
+                    retry_after_ms.as_deref(),
+                    &body,
+                    None,
+                ) {
+                    // Headers are still held, so detour's headers can join them.
+                    Some(extra) => {
+                        for (name, value) in &extra {
+                            host::set_header(MapType::HttpResponseHeaders, name, Some(value));
+                        }
+                        Action::Continue
+                    }
+                    None => {
+                        host::set_buffer(BufferType::HttpResponseBody, body_size, b"");
+                        Action::Pause
+                    }
+                }
+            }
+            Phase::Replacing => {
+                // The failed answer's body is not wanted: drain it so it cannot fill the
+                // buffer limit while later attempts run.
+                host::set_buffer(BufferType::HttpResponseBody, body_size, b"");
+                Action::Pause
+            }
+            _ => Action::Continue,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn router_details_name_the_transport_failure() {
+        assert_eq!(
+            transport_failure("upstream_response_timeout"),
+            Some(Reason::Timeout)
+        );
+        assert_eq!(
+            transport_failure("upstream_per_try_timeout"),
+            Some(Reason::Timeout)
+        );
+        assert_eq!(
+            transport_failure("upstream_reset_before_response_started{remote_connection_failure}"),
+            Some(Reason::ConnectionFailure)
+        );
+        assert_eq!(
+            transport_failure("upstream_reset_before_response_started{connection_termination}"),
+            Some(Reason::Reset)
+        );
+        assert_eq!(transport_failure("via_upstream"), None);
+    }
+
+    #[test]
+    fn strips_credentials_and_steering_headers() {
+        for name in [
+            "authorization",
+            "Authorization",
+            "x-api-key",
+            "api-key",
+            "cookie",
+            "x-detour-cluster",
+            "x-detour-stage",
+            "content-length",
+        ] {
+            assert!(is_stripped_request_header(name), "{name}");
+        }
+        for name in ["content-type", "accept", "user-agent", "openai-beta"] {
+            assert!(!is_stripped_request_header(name), "{name}");
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Carrying out the core's steps for one request: dispatching attempts, parking waits,
+//! answering. Used from the request's own HTTP context and from the root context (tick,
+//! and answers to calls the tick made).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use detour_core::config::Config;
+use detour_core::flow::{Answer, Flow, Step, Verdict};
+use detour_core::respond::{self, Response};
+use proxy_wasm::types::{BufferType, MapType};
+
+use crate::host::{self, SharedData};
+use crate::registry::Registry;
+
+/// Where a request is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Buffering the request body.
+    ReadingRequest,
+    /// The first attempt went to Envoy's router; waiting for its response headers.
+    Routed,
+    /// The router's answer needs its body to be judged (a 4xx); buffering it.
+    Judging {
+        status: u16,
+        retry_after: Option<String>,
+        retry_after_ms: Option<String>,
+    },
+    /// The router's answer goes to the client as it is (success or pass-through).
+    Passing,
+    /// The router's answer failed: it is held (and drained) while later attempts run.
+    Replacing,
+    /// detour answered with a local response; let it through untouched.
+    Done,
+}
+
+/// One request's state, shared between its HTTP context and the root (see `registry`).
+pub(crate) struct RequestState {
+    pub(crate) context_id: u32,
+    pub(crate) config: Option<Rc<Config>>,
+    pub(crate) phase: Phase,
+    pub(crate) flow: Option<Flow>,
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) stage: Option<String>,
+}
+
+impl RequestState {
+    pub(crate) fn new(context_id: u32, config: Option<Rc<Config>>) -> Self {
+        RequestState {
+            context_id,
+            config,
+            phase: Phase::ReadingRequest,
+            flow: None,
+            method: String::new(),
+            path: String::new(),
+            stage: None,
+        }
+    }
+
+    /// Answers the client with a response detour wrote.
+    pub(crate) fn respond(&mut self, response: &Response) {
+        host::send_response(response.status, &response.headers, &response.body);
+        self.phase = Phase::Done;
+    }
+
+    /// Polls the flow and carries out its steps until one has to wait for the host: a
+    /// dispatched call, a backoff deadline, or the final answer.
+    pub(crate) fn drive(&mut self, registry: &RefCell<Registry>) {
+        let (Some(config), Some(flow)) = (self.config.clone(), self.flow.as_mut()) else {
+            self.respond(&respond::internal_error(
+                "detour: request has no flow to drive",
+            ));
+            return;
+        };
+        // Each turn either returns or feeds one answer, which the core bounds by the chain
+        // length and max_attempts; the counter is a belt-and-braces guard.
+        for _ in 0..=config
+            .settings
+            .max_attempts
+            .saturating_add(config.deployments.len() as u32)
+        {
+            let now = host::now_ms();
+            let step = flow.poll(&config, &mut SharedData, now);
+            log_events(flow);
+            match step {
+                Step::Send(send) => {
+                    let mut headers = vec![
+                        (":method".to_string(), "POST".to_string()),
+                        (":path".to_string(), send.path.clone()),
+                        (":authority".to_string(), send.authority.clone()),
+                    ];
+                    headers.extend(send.headers.iter().cloned());
+                    match host::dispatch(&send.cluster, &headers, &send.body, send.total_timeout_ms)
+                    {
+                        Ok(token) => {
+                            registry.borrow_mut().add_call(token, self.context_id);
+                            return;
+                        }
+                        Err(status) => {
+                            log::warn!(
+                                "detour: dispatch to cluster {} failed ({status:?}); is the Envoy bootstrap rendered from this config?",
+                                send.cluster
+                            );
+                            flow.on_unreachable(&config, &mut SharedData, now);
+                            log_events(flow);
+                        }
+                    }
+                }
+                Step::Wait(at) => {
+                    registry.borrow_mut().add_wait(at, self.context_id);
+                    return;
+                }
+                Step::Respond(response) => {
+                    self.respond(&response);
+                    return;
+                }
+            }
+        }
+        self.respond(&respond::internal_error(
+            "detour: request flow did not settle",
+        ));
+    }
+
+    /// Judges the answer to a dispatched attempt: deliver it, or go on.
+    pub(crate) fn on_call_answer(
+        &mut self,
+        registry: &RefCell<Registry>,
+        num_headers: usize,
+        body_size: usize,
+    ) {
+        let (Some(config), Some(flow)) = (self.config.clone(), self.flow.as_mut()) else {
+            return;
+        };
+        let headers = if num_headers > 0 {
+            host::headers(MapType::HttpCallResponseHeaders)
+        } else {
+            Vec::new()
+        };
+        let body = host::buffer(BufferType::HttpCallResponseBody, body_size, usize::MAX);
+        let find = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        };
+        let status = find(":status").and_then(|s| s.trim().parse::<u16>().ok());
+        let answer = Answer {
+            status,
+            retry_after: find("retry-after"),
+            retry_after_ms: find("retry-after-ms"),
+            body: &body,
+            transport_failure: None,
+        };
+        let verdict = flow.on_answer(&config, &mut SharedData, host::now_ms(), answer);
+        log_events(flow);
+        match (verdict, status) {
+            (Verdict::Deliver(extra), Some(status)) => {
+                let mut out = deliverable_headers(&headers);
+                out.extend(extra);
+                host::send_response(status, &out, &body);
+                self.phase = Phase::Done;
+            }
+            _ => self.drive(registry),
+        }
+    }
+}
+
+/// Writes the flow's events to the host log as `detour-event {json}` lines.
+pub(crate) fn log_events(flow: &mut Flow) {
+    for event in flow.take_events() {
+        log::info!("detour-event {}", event.to_json());
+    }
+}
+
+/// The headers of a dispatched answer that may go to the client: no pseudo-headers, no
+/// hop-by-hop headers, no length (the host recomputes it), nothing Envoy-internal.
+pub(crate) fn deliverable_headers(headers: &[(String, String)]) -> Vec<(String, String)> {
+    const DROP: [&str; 9] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+        "te",
+        "trailer",
+        "content-length",
+        "date",
+    ];
+    headers
+        .iter()
+        .filter(|(k, _)| {
+            let k = k.to_ascii_lowercase();
+            !k.starts_with(':') && !k.starts_with("x-envoy-") && !DROP.contains(&k.as_str())
+        })
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_end_to_end_headers_are_delivered() {
+        let h = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let got = deliverable_headers(&[
+            h(":status", "200"),
+            h("content-type", "text/event-stream"),
+            h("Content-Length", "10"),
+            h("transfer-encoding", "chunked"),
+            h("x-envoy-upstream-service-time", "3"),
+            h("x-request-id", "abc"),
+        ]);
+        assert_eq!(
+            got,
+            vec![
+                h("content-type", "text/event-stream"),
+                h("x-request-id", "abc")
+            ]
+        );
+    }
+}
