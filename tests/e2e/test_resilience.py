@@ -185,7 +185,7 @@ def test_breaker_opens_then_exactly_one_request_probes_and_success_closes_it(cli
     # After cooldown_time (2 s) the breaker is half-open. A slow, healthy primary lets
     # the concurrent requests overlap the probe: exactly one may reach it.
     time.sleep(2.2)
-    mock.script("brk-a", [], default={"delay_ms": 1500})
+    mock.script("brk-a", [], default={"delay_ms": 600})  # under request_timeout (1 s)
     with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
         futures = [pool.submit(httpx_client_factory().post, "/v1/chat/completions", json=chat("breaker")) for _ in range(6)]
         results = [f.result() for f in futures]

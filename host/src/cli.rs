@@ -1,0 +1,23 @@
+//! The command line's shape (clap). Each subcommand's arguments live with its module.
+
+use clap::{Parser, Subcommand};
+
+use crate::cmd::{envoy::EnvoyArgs, validate::ValidateArgs};
+
+/// detour: LLM routing and fallback inside Envoy, configured by one LiteLLM-style file.
+#[derive(Debug, Parser)]
+#[command(name = "detour", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a config file the way the filter loads it; exit 3 if it is invalid.
+    Validate(ValidateArgs),
+    /// Render the complete Envoy bootstrap (YAML) that runs detour with a config file.
+    Envoy(EnvoyArgs),
+}

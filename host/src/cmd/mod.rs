@@ -1,0 +1,5 @@
+//! One module per subcommand: its clap arguments and its `run`, which returns an exit
+//! status from [`crate::exit_codes`].
+
+pub mod envoy;
+pub mod validate;
