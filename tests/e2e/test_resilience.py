@@ -24,11 +24,14 @@ def test_429_moves_on_at_once_and_cools_the_deployment_down(client, mock, envoy)
     assert resp.headers["x-detour-deployment"] == "rl/openai/rl-2"
     assert sent_to(mock, "rl-primary", "rl-secondary") == ["rl-primary", "rl-secondary"]
     # Cooled down for max(cooldown_time, Retry-After) = 30 s, across both workers: the
-    # next requests (fresh connections) skip the primary without sending it anything.
-    for _ in range(6):
+    # next requests (fresh connections, spread over the workers by the kernel) skip the
+    # primary without sending it anything.
+    for _ in range(24):
         assert client.post("/v1/chat/completions", json=chat("rl")).status_code == 200
     assert len(mock.requests("rl-primary")) == 1
-    assert len(mock.requests("rl-secondary")) == 7
+    assert len(mock.requests("rl-secondary")) == 25
+    skipping_threads = {t for t, e in envoy.events_by_thread() if e["event"] == "fallback" and e["group"] == "rl"}
+    assert len(skipping_threads) == 2, "both workers must have seen the shared cooldown"
     kinds = [(e["event"], e.get("deployment")) for e in envoy.events()]
     assert ("cooldown", "rl/openai/rl-1") in kinds
     fallbacks = [e for e in envoy.events() if e["event"] == "fallback" and e["group"] == "rl"]

@@ -207,15 +207,23 @@ class EnvoyWithDetour:
 
     def events(self) -> list[dict]:
         """The filter's `detour-event` JSON lines, in log order."""
+        return [event for _, event in self.events_by_thread()]
+
+    def events_by_thread(self) -> list[tuple[str, dict]]:
+        """(Envoy thread id, event) for each `detour-event` line: which worker wrote it."""
         out = []
         for line in self.log_text().splitlines():
             marker = "detour-event "
             idx = line.find(marker)
-            if idx >= 0:
-                try:
-                    out.append(json.loads(line[idx + len(marker):]))
-                except json.JSONDecodeError:
-                    pass
+            if idx < 0:
+                continue
+            # Envoy's default format: [time][thread][level][component] ...
+            fields = line.split("][")
+            thread = fields[1] if len(fields) > 1 else ""
+            try:
+                out.append((thread, json.loads(line[idx + len(marker):])))
+            except json.JSONDecodeError:
+                pass
         return out
 
     def stats(self) -> str:

@@ -174,6 +174,47 @@ fn clusters_of(config: &Config) -> Result<BTreeMap<String, Upstream>, Vec<Diagno
     }
 }
 
+/// Envoy's own error replies that a client can cause before detour sees the request (today:
+/// 431, headers too large) get detour's OpenAI-shaped JSON instead of plain text. Only
+/// statuses detour never sends itself are mapped, so detour's own replies stay untouched.
+fn local_reply_config() -> Value {
+    let error = map([
+        ("message", s("%LOCAL_REPLY_BODY%")),
+        ("type", s("invalid_request_error")),
+        ("code", s("request_header_fields_too_large")),
+        ("param", Value::Null),
+    ]);
+    let mapper = map([
+        (
+            "filter",
+            map([(
+                "status_code_filter",
+                map([(
+                    "comparison",
+                    map([
+                        ("op", s("EQ")),
+                        (
+                            "value",
+                            map([
+                                ("default_value", n(431_u32)),
+                                (
+                                    "runtime_key",
+                                    s("detour.local_reply.header_fields_too_large"),
+                                ),
+                            ]),
+                        ),
+                    ]),
+                )]),
+            )]),
+        ),
+        (
+            "body_format_override",
+            map([("json_format", map([("error", error)]))]),
+        ),
+    ]);
+    map([("mappers", seq([mapper]))])
+}
+
 fn listener(
     text: &str,
     opts: &RenderOptions,
@@ -212,6 +253,7 @@ fn listener(
         ("request_timeout", s("0s")),
         ("common_http_protocol_options", map([("idle_timeout", s("3600s"))])),
         ("max_request_headers_kb", n(96_u32)),
+        ("local_reply_config", local_reply_config()),
         ("route_config", route_config),
         (
             "http_filters",
