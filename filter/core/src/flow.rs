@@ -352,7 +352,12 @@ impl Flow {
             None
         };
         if let Some(reason) = skip {
-            self.record_skip(config, idx, reason, FallbackReason::Failure);
+            let fallback = if reason == Reason::ContextTooLarge {
+                FallbackReason::ContextWindow
+            } else {
+                FallbackReason::Failure
+            };
+            self.record_skip(config, idx, reason, fallback);
             if matches!(reason, Reason::DeadlineExceeded | Reason::AttemptCapReached) {
                 // Nothing after this can be sent either.
                 self.queue.clear();
@@ -538,6 +543,14 @@ impl Flow {
                 .ok()
                 .flatten();
                 self.push_transition(now, &id, transition);
+                // When it is back: the Retry-After to give, should every deployment be limited.
+                let back_at = now.saturating_add(if settings.cooldowns_disabled {
+                    asked.unwrap_or(0)
+                } else {
+                    cooldown_ms
+                });
+                self.soonest_available =
+                    Some(self.soonest_available.map_or(back_at, |s| s.min(back_at)));
                 self.left = Some((current.deployment, FallbackReason::RateLimit));
                 Verdict::Next
             }

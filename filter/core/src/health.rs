@@ -160,6 +160,22 @@ pub enum Transition {
     Closed,
 }
 
+/// Writes a healthy record for a deployment that has none yet.
+///
+/// Shared data cannot "create only if absent" (CAS 0 writes unconditionally), so two
+/// workers racing on a deployment's first record could lose a count. The glue calls this
+/// from `on_configure`, which Envoy runs on the main thread before workers take traffic.
+pub fn ensure_record<S: Store + ?Sized>(
+    store: &mut S,
+    deployment_id: &str,
+) -> Result<(), StoreError> {
+    let key = key(deployment_id);
+    if store.get(&key)?.is_none() {
+        store.set(&key, &Health::default().encode(), None)?;
+    }
+    Ok(())
+}
+
 /// Checks whether a deployment may be used, claiming the half-open probe if it is free.
 pub fn check_and_claim<S: Store + ?Sized>(
     store: &mut S,
@@ -260,7 +276,9 @@ pub fn record_failure<S: Store + ?Sized>(
                     >= health
                         .window_start
                         .saturating_add(settings.failure_window_ms)
-                    || now < health.window_start
+                    // A clock a little behind (another worker read it first, then lost
+                    // the race) counts in the window; only a big step back restarts it.
+                    || now.saturating_add(settings.failure_window_ms) < health.window_start
                 {
                     health.window_start = now;
                     health.fails = 0;
@@ -287,6 +305,29 @@ mod tests {
 
     fn settings() -> Settings {
         Settings::default()
+    }
+
+    #[test]
+    fn ensure_record_creates_once_and_keeps_existing_state() {
+        let s = settings();
+        let mut store = MemoryStore::default();
+        ensure_record(&mut store, "d").unwrap();
+        let (_, cas) = store.get(&key("d")).unwrap().unwrap();
+        record_failure(
+            &mut store,
+            "d",
+            5,
+            &s,
+            Failure::RateLimited { cooldown_ms: 100 },
+            false,
+        )
+        .unwrap();
+        ensure_record(&mut store, "d").unwrap();
+        assert_ne!(store.get(&key("d")).unwrap().unwrap().1, cas);
+        assert_eq!(
+            check_and_claim(&mut store, "d", 50, 1).unwrap(),
+            Availability::CoolingDown(105)
+        );
     }
 
     #[test]

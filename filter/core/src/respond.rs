@@ -105,6 +105,16 @@ pub fn all_failed(
 
 /// Picks the status for a failed chain from what its attempts met.
 fn final_status(attempts: &[AttemptRecord]) -> (u16, &'static str, &'static str) {
+    // Rate limits first: "come back later" is the useful answer even when some
+    // deployments were also skipped for their window size.
+    let limited = |r: Reason| matches!(r, Reason::RateLimited | Reason::CoolingDown);
+    if attempts.iter().any(|a| limited(a.reason))
+        && attempts
+            .iter()
+            .all(|a| limited(a.reason) || a.reason == Reason::ContextTooLarge)
+    {
+        return (429, "rate_limit_error", "all_deployments_rate_limited");
+    }
     let last_sent = attempts.iter().rev().find(|a| !a.reason.is_skip());
     match last_sent.map(|a| a.reason) {
         Some(Reason::ContextWindow) | None
@@ -115,12 +125,6 @@ fn final_status(attempts: &[AttemptRecord]) -> (u16, &'static str, &'static str)
             (400, "invalid_request_error", "context_length_exceeded")
         }
         Some(Reason::ContentPolicy) => (400, "invalid_request_error", "content_policy_violation"),
-        _ if attempts
-            .iter()
-            .all(|a| matches!(a.reason, Reason::RateLimited | Reason::CoolingDown)) =>
-        {
-            (429, "rate_limit_error", "all_deployments_rate_limited")
-        }
         None => (503, "server_error", "no_deployment_available"),
         Some(Reason::Timeout) => (504, "server_error", "all_deployments_failed"),
         Some(_) => (502, "server_error", "all_deployments_failed"),

@@ -6,11 +6,12 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use detour_core::config::{self, Config};
+use detour_core::health;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
 
-use crate::host;
+use crate::host::{self, SharedData};
 use crate::http::DetourHttp;
 use crate::registry::Registry;
 use crate::run::{Phase, RequestState};
@@ -89,6 +90,15 @@ impl RootContext for DetourRoot {
                     loaded.config.groups.len(),
                     self.context_id
                 );
+                // Create every health record now, before workers race to create them.
+                for deployment in &loaded.config.deployments {
+                    if let Err(err) = health::ensure_record(&mut SharedData, &deployment.id) {
+                        log::warn!(
+                            "detour: cannot create the health record of {}: {err:?}",
+                            deployment.id
+                        );
+                    }
+                }
                 self.config = Some(Rc::new(loaded.config));
                 if let Err(status) = hostcalls::set_tick_period(TICK) {
                     log::error!("detour: cannot set the tick period: {status:?}");
