@@ -20,6 +20,10 @@ pub enum FallbackReason {
     ContextWindow,
     /// The provider refused the content.
     ContentPolicy,
+    /// A budget scope had no room for the attempt's estimate.
+    Budget,
+    /// The deployment is at its own RPM/TPM limit.
+    RateLimitLocal,
 }
 
 /// One record. `ts` is Unix milliseconds.
@@ -84,6 +88,48 @@ pub enum Event {
         ts: UnixMillis,
         /// Which deployment.
         deployment: String,
+    },
+    /// A budget scope reached 80, 90, 100 or 110 % of its limit (once per period).
+    BudgetAlert {
+        /// When.
+        ts: UnixMillis,
+        /// The scope (`total`, `group/…`, `model/…`, `deployment/…`, `tag/…`).
+        scope: String,
+        /// Start of the period (Unix ms).
+        period_start: UnixMillis,
+        /// 80, 90, 100 or 110.
+        percent: u32,
+        /// Spend in the period, in dollars (`"12.345678"`).
+        spent: String,
+        /// The limit, in dollars.
+        limit: String,
+    },
+    /// A stage tag's budget is used up: its requests go to the tag's overrun group.
+    TagOverrun {
+        /// When.
+        ts: UnixMillis,
+        /// The stage tag.
+        tag: String,
+        /// The group the request would have used.
+        from_group: String,
+        /// The overrun group it uses instead.
+        to_group: String,
+    },
+    /// All traffic is halted until a human resumes it.
+    Halt {
+        /// When.
+        ts: UnixMillis,
+        /// The scope whose spend reached its halt threshold, or `manual`.
+        scope: String,
+        /// Why.
+        reason: String,
+    },
+    /// A human (or a raised budget) resumed traffic.
+    Resume {
+        /// When.
+        ts: UnixMillis,
+        /// `admin` or `config`.
+        by: String,
     },
     /// Every deployment of the chain failed or was unavailable.
     AllFailed {

@@ -202,6 +202,22 @@ pub fn check_and_claim<S: Store + ?Sized>(
     })
 }
 
+/// Gives back a half-open probe lease claimed for an attempt that was then not sent (its
+/// budget or rate limit refused it), so another request can probe at once.
+pub fn release_probe<S: Store + ?Sized>(
+    store: &mut S,
+    deployment_id: &str,
+) -> Result<(), StoreError> {
+    update(store, &key(deployment_id), |bytes| {
+        let mut health = Health::decode(bytes);
+        if health.probe_lease_until == 0 {
+            return (None, ());
+        }
+        health.probe_lease_until = 0;
+        (Some(health.encode()), ())
+    })
+}
+
 /// Records a successful answer. Closes the breaker when it came from the probe.
 pub fn record_success<S: Store + ?Sized>(
     store: &mut S,

@@ -11,17 +11,25 @@
 //! comes in as a seed. The glue (`filter/wasm`) and our host feed it and carry out the
 //! [`flow::Step`]s it returns.
 
+pub mod admin;
 pub mod backoff;
+pub mod budget;
 pub mod classify;
 pub mod cluster;
 pub mod config;
 pub mod event;
 pub mod flow;
+pub mod halt;
 pub mod health;
+pub mod meter;
+pub mod period;
+pub mod price;
+pub mod rate;
 pub mod request;
 pub mod respond;
 pub mod retry_after;
 pub mod store;
+pub mod usage;
 
 /// Wall-clock time in milliseconds since the Unix epoch, as the host reports it.
 ///

@@ -58,8 +58,14 @@ pub struct ParsedRequest {
     pub model: Option<String>,
     /// `"stream": true`.
     pub stream: bool,
-    /// Estimated prompt tokens, for context-window checks.
+    /// Estimated prompt tokens, for context-window checks and cost estimates.
     pub estimated_input_tokens: u64,
+    /// The output cap the client set (`max_completion_tokens` or `max_tokens`).
+    pub max_tokens: Option<u64>,
+    /// The client asked for usage in its stream (`stream_options.include_usage`). When it
+    /// did not, detour asks on its behalf (spend must be counted) and strips the usage
+    /// chunk from what the client sees.
+    pub client_wants_usage: bool,
     body: Map<String, Value>,
 }
 
@@ -171,12 +177,35 @@ impl ParsedRequest {
             }
         }
         let estimated_input_tokens = estimate_input_tokens(&body);
+        let mut max_tokens = None;
+        for key in ["max_completion_tokens", "max_tokens"] {
+            match body.get(key) {
+                None | Some(Value::Null) => {}
+                Some(Value::Number(n)) if n.as_u64().is_some() => {
+                    max_tokens = max_tokens.or(n.as_u64());
+                }
+                Some(_) => {
+                    return Err(Box::new(respond::client_error(
+                        400,
+                        "invalid_request_body",
+                        format!("`{key}` must be a non-negative whole number"),
+                    )))
+                }
+            }
+        }
+        let client_wants_usage = body
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         Ok(ParsedRequest {
             endpoint,
             query: query.to_string(),
             model,
             stream,
             estimated_input_tokens,
+            max_tokens,
+            client_wants_usage,
             body,
         })
     }
@@ -189,6 +218,18 @@ impl ParsedRequest {
             "model".into(),
             Value::String(deployment.provider_model.clone()),
         );
+        if self.stream && !self.client_wants_usage && self.endpoint != Endpoint::Embeddings {
+            // A stream's usage arrives only when asked for; without it the spend of a
+            // streamed answer could not be counted.
+            let options = body
+                .entry("stream_options")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(options) = options {
+                options.insert("include_usage".into(), Value::Bool(true));
+            } else {
+                *options = serde_json::json!({"include_usage": true});
+            }
+        }
         // Serialising a Value cannot fail (string keys only); an empty body would be
         // rejected upstream rather than crash the worker.
         serde_json::to_vec(&body).unwrap_or_default()
@@ -206,6 +247,18 @@ impl ParsedRequest {
             path.push_str(&self.query);
         }
         path
+    }
+}
+
+impl ParsedRequest {
+    /// Output tokens to assume for estimates: the client's cap, else `default` (0 for
+    /// embeddings, which produce no output tokens).
+    pub fn output_estimate(&self, default: u64) -> u64 {
+        if self.endpoint == Endpoint::Embeddings {
+            0
+        } else {
+            self.max_tokens.unwrap_or(default)
+        }
     }
 }
 

@@ -6,7 +6,9 @@
 use serde::Serialize;
 use serde_json::json;
 
+use crate::config::Config;
 use crate::flow::{AttemptRecord, Reason};
+use crate::halt::Halt;
 use crate::UnixMillis;
 
 /// A response for the glue to send as it is.
@@ -46,6 +48,23 @@ pub fn internal_error(message: impl Into<String>) -> Response {
     json_response(
         500,
         &json!({"error": {"message": message, "type": "server_error", "param": null, "code": "detour_internal_error"}}),
+        Vec::new(),
+    )
+}
+
+/// Every request while traffic is halted: 402, so SDKs do not retry into the halt.
+pub fn halted(halt: &Halt, config: &Config) -> Response {
+    let how = match &config.admin {
+        Some(admin) => format!("POST {}/resume with the admin token", admin.path_prefix),
+        None => "configure detour.admin and POST /detour/admin/resume".to_string(),
+    };
+    let message = format!(
+        "detour: all traffic is halted: {}. A human must resume it ({how}) or raise that budget and reload the config.",
+        halt.reason
+    );
+    json_response(
+        402,
+        &json!({"error": {"message": message, "type": "insufficient_quota", "param": null, "code": "budget_halted", "halted_since": halt.since, "scope": halt.scope}}),
         Vec::new(),
     )
 }
@@ -107,13 +126,26 @@ pub fn all_failed(
 fn final_status(attempts: &[AttemptRecord]) -> (u16, &'static str, &'static str) {
     // Rate limits first: "come back later" is the useful answer even when some
     // deployments were also skipped for their window size.
-    let limited = |r: Reason| matches!(r, Reason::RateLimited | Reason::CoolingDown);
+    let limited = |r: Reason| {
+        matches!(
+            r,
+            Reason::RateLimited | Reason::CoolingDown | Reason::LocalRateLimit
+        )
+    };
     if attempts.iter().any(|a| limited(a.reason))
         && attempts
             .iter()
             .all(|a| limited(a.reason) || a.reason == Reason::ContextTooLarge)
     {
         return (429, "rate_limit_error", "all_deployments_rate_limited");
+    }
+    // Budgets next: 402, which OpenAI SDKs do not retry (retrying cannot add money).
+    if attempts.iter().any(|a| a.reason == Reason::BudgetExhausted)
+        && attempts
+            .iter()
+            .all(|a| matches!(a.reason, Reason::BudgetExhausted | Reason::ContextTooLarge))
+    {
+        return (402, "insufficient_quota", "budget_exceeded");
     }
     let last_sent = attempts.iter().rev().find(|a| !a.reason.is_skip());
     match last_sent.map(|a| a.reason) {

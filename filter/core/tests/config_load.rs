@@ -636,14 +636,15 @@ fn settings_detour_always_honours_load_silently() {
 }
 
 #[test]
-fn unenforced_rate_limits_and_literal_keys_warn() {
+fn literal_keys_warn_and_rate_limits_do_not() {
     let yaml = Fixture::new()
         .deployment_with("g", "a", &["rpm: 60"])
         .yaml()
         .replace("os.environ/DETOUR_TEST_KEY", "sk-literal-in-file");
     let loaded = load_ok(&yaml);
     let paths: Vec<&str> = loaded.warnings.iter().map(|d| d.path.as_str()).collect();
-    assert!(paths.contains(&"model_list"), "{paths:?}");
+    // rpm/tpm are enforced, so they are no longer worth a warning.
+    assert!(!paths.contains(&"model_list"), "{paths:?}");
     assert!(
         paths.contains(&"model_list[0].litellm_params.api_key"),
         "{paths:?}"

@@ -4,8 +4,10 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use detour_core::admin;
 use detour_core::classify::{self, MAX_CLASSIFY_BODY};
 use detour_core::flow::{Answer, Flow, Reason, Step, Verdict};
+use detour_core::meter::Meter;
 use detour_core::request::{self, ParsedRequest};
 use detour_core::respond;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -171,8 +173,94 @@ impl DetourHttp {
     }
 }
 
+impl DetourHttp {
+    /// A successful answer starts through the router: meter it on its way to the client.
+    fn start_metering(&mut self, end_of_stream: bool) {
+        let mut state = self.state.borrow_mut();
+        let Some(flow) = state.flow.as_ref() else {
+            return;
+        };
+        if !flow.awaiting_settlement() {
+            return;
+        }
+        let strip = !flow.client_wants_usage();
+        let content_type = host::header(MapType::HttpResponseHeaders, "content-type");
+        let meter = Meter::for_response(content_type.as_deref(), strip);
+        if meter.rewrites() {
+            // Chunks may change length once the usage chunk is taken out.
+            host::set_header(MapType::HttpResponseHeaders, "content-length", None);
+        }
+        state.meter = Some(meter);
+        drop(state);
+        if end_of_stream {
+            self.meter_chunk(0, true);
+        }
+    }
+
+    /// One chunk of the delivered answer: forward what the meter says; at the end, settle.
+    fn meter_chunk(&mut self, body_size: usize, end_of_stream: bool) {
+        let mut state = self.state.borrow_mut();
+        let Some(meter) = state.meter.as_mut() else {
+            return;
+        };
+        let chunk = if body_size > 0 {
+            host::buffer(BufferType::HttpResponseBody, body_size, usize::MAX)
+        } else {
+            Vec::new()
+        };
+        let mut out = meter.push(&chunk);
+        let mut usage = None;
+        if end_of_stream {
+            let (tail, found) = meter.finish();
+            out.extend_from_slice(&tail);
+            usage = found;
+        }
+        if meter.rewrites() && out != chunk {
+            host::set_buffer(BufferType::HttpResponseBody, body_size, &out);
+        }
+        if end_of_stream {
+            state.meter = None;
+            if let (Some(config), Some(flow)) = (state.config.clone(), state.flow.as_mut()) {
+                flow.settle(&config, &mut SharedData, host::now_ms(), usage);
+                log_events(flow);
+            }
+        }
+    }
+
+    /// Answers the admin API itself, before anything else sees the request.
+    fn admin_request(&mut self, headers: &[(String, String)]) -> Option<Action> {
+        let mut state = self.state.borrow_mut();
+        let config = state.config.clone()?;
+        if !admin::is_admin_path(&config, &state.path) {
+            return None;
+        }
+        let authorization = headers
+            .iter()
+            .find(|(k, _)| k == "authorization")
+            .map(|(_, v)| v.as_str());
+        let (response, events) = admin::handle(
+            &config,
+            &mut SharedData,
+            host::now_ms(),
+            &state.method,
+            &state.path,
+            authorization,
+        );
+        for event in events {
+            log::info!("detour-event {}", event.to_json());
+        }
+        state.respond(&response);
+        Some(Action::Pause)
+    }
+}
+
 impl Drop for DetourHttp {
     fn drop(&mut self) {
+        // A stream cut short, a client gone: whatever the flow still holds is settled at
+        // its estimate or released, never leaked.
+        if let Ok(mut state) = self.state.try_borrow_mut() {
+            state.abandon();
+        }
         let context_id = self.state.borrow().context_id;
         self.registry.borrow_mut().remove_request(context_id);
     }
@@ -209,6 +297,9 @@ impl HttpContext for DetourHttp {
                     _ => {}
                 }
             }
+        }
+        if let Some(action) = self.admin_request(&headers) {
+            return action;
         }
         for (name, _) in headers
             .iter()
@@ -288,6 +379,7 @@ impl HttpContext for DetourHttp {
                 for (name, value) in &extra {
                     host::set_header(MapType::HttpResponseHeaders, name, Some(value));
                 }
+                self.start_metering(end_of_stream);
                 Action::Continue
             }
             None => Action::Pause,
@@ -326,6 +418,10 @@ impl HttpContext for DetourHttp {
                         Action::Pause
                     }
                 }
+            }
+            Phase::Passing => {
+                self.meter_chunk(body_size, end_of_stream);
+                Action::Continue
             }
             Phase::Replacing => {
                 // The failed answer's body is not wanted: drain it so it cannot fill the

@@ -7,6 +7,7 @@ use std::rc::Rc;
 
 use detour_core::config::Config;
 use detour_core::flow::{Answer, Flow, Step, Verdict};
+use detour_core::meter::{self, Meter};
 use detour_core::respond::{self, Response};
 use proxy_wasm::types::{BufferType, MapType};
 
@@ -43,6 +44,8 @@ pub(crate) struct RequestState {
     pub(crate) method: String,
     pub(crate) path: String,
     pub(crate) stage: Option<String>,
+    /// Meters the delivered answer of the router's attempt as it streams to the client.
+    pub(crate) meter: Option<Meter>,
 }
 
 impl RequestState {
@@ -55,6 +58,7 @@ impl RequestState {
             method: String::new(),
             path: String::new(),
             stage: None,
+            meter: None,
         }
     }
 
@@ -62,6 +66,15 @@ impl RequestState {
     pub(crate) fn respond(&mut self, response: &Response) {
         host::send_response(response.status, &response.headers, &response.body);
         self.phase = Phase::Done;
+    }
+
+    /// The request is over (its context is going away): settle or release what its flow
+    /// still holds.
+    pub(crate) fn abandon(&mut self) {
+        if let (Some(config), Some(flow)) = (self.config.clone(), self.flow.as_mut()) {
+            flow.abandon(&config, &mut SharedData, host::now_ms());
+            log_events(flow);
+        }
     }
 
     /// Polls the flow and carries out its steps until one has to wait for the host: a
@@ -158,7 +171,13 @@ impl RequestState {
             (Verdict::Deliver(extra), Some(status)) => {
                 let mut out = deliverable_headers(&headers);
                 out.extend(extra);
+                // The whole answer is here: meter it, take out a usage chunk the client did
+                // not ask for, and settle its cost now.
+                let (body, usage) =
+                    meter::whole(find("content-type"), &body, !flow.client_wants_usage());
                 host::send_response(status, &out, &body);
+                flow.settle(&config, &mut SharedData, host::now_ms(), usage);
+                log_events(flow);
                 self.phase = Phase::Done;
             }
             _ => self.drive(registry),

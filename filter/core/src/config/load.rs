@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
+use super::budgets;
 use super::providers;
 use super::walk::{index, join, Diagnostic, Diags, Section};
 use super::{Config, Deployment, Fallbacks, Group, Secret, Settings, DEFAULT_STAGES};
@@ -43,7 +44,9 @@ const TOP_LEVEL: [&str; 6] = [
 ];
 
 /// Settings keys detour implements, valid in `litellm_settings` and `router_settings`.
-const SETTINGS_KEYS: [&str; 11] = [
+const SETTINGS_KEYS: [&str; 13] = [
+    "max_budget",
+    "budget_duration",
     "num_retries",
     "request_timeout",
     "timeout",
@@ -67,7 +70,10 @@ const SETTINGS_ALWAYS_ON: [(&str, &str); 2] = [
 
 const DEPLOYMENT_KEYS: [&str; 3] = ["model_name", "litellm_params", "model_info"];
 
-const PARAMS_KEYS: [&str; 10] = [
+const PARAMS_KEYS: [&str; 13] = [
+    "max_budget",
+    "budget_duration",
+    "cache_read_input_token_cost",
     "model",
     "api_base",
     "api_key",
@@ -80,7 +86,8 @@ const PARAMS_KEYS: [&str; 10] = [
     "weight",
 ];
 
-const MODEL_INFO_KEYS: [&str; 5] = [
+const MODEL_INFO_KEYS: [&str; 6] = [
+    "cache_read_input_token_cost",
     "id",
     "max_input_tokens",
     "input_cost_per_token",
@@ -88,7 +95,9 @@ const MODEL_INFO_KEYS: [&str; 5] = [
     "max_output_tokens",
 ];
 
-const DETOUR_KEYS: [&str; 9] = [
+const DETOUR_KEYS: [&str; 11] = [
+    "budgets",
+    "admin",
     "stages",
     "failure_window",
     "backoff_base",
@@ -145,6 +154,7 @@ fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>, diags: &mut Diags) ->
 
     let mut settings = Settings::default();
     let mut fallback_sources: Vec<Section<'_>> = Vec::new();
+    let mut litellm_total = None;
     // router_settings is read last so it wins, as Router kwargs do in LiteLLM.
     for name in ["litellm_settings", "router_settings"] {
         if let Some(section) = top
@@ -152,6 +162,10 @@ fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>, diags: &mut Diags) ->
             .and_then(|v| Section::of(v, name.to_string(), diags))
         {
             read_settings(&section, &mut settings, diags);
+            if let Some(dollars) = section.f64("max_budget", diags) {
+                let duration = section.string("budget_duration", diags);
+                litellm_total = Some((dollars, duration, section.path_of("max_budget")));
+            }
             fallback_sources.push(section);
         }
     }
@@ -162,14 +176,25 @@ fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>, diags: &mut Diags) ->
         read_detour_settings(detour, &mut settings, diags);
     }
 
-    let deployments = read_model_list(&top, env, diags);
+    let (deployments, deployment_budgets) = read_model_list(&top, env, diags);
     let groups = build_groups(&deployments);
     let mut fallbacks = Fallbacks::default();
     for section in &fallback_sources {
         read_fallbacks(section, &groups, &mut fallbacks, diags);
     }
     let stages = read_stages(detour.as_ref(), &groups, diags);
-    warn_unenforced(&deployments, diags);
+    let budgets = budgets::read_budgets(
+        detour.as_ref(),
+        litellm_total,
+        &deployment_budgets,
+        &deployments,
+        &groups,
+        &stages,
+        diags,
+    );
+    let mut resolve =
+        |raw: &str, path: &str, diags: &mut Diags| resolve_secret_ref(raw, path, env, diags);
+    let admin = budgets::read_admin(detour.as_ref(), &mut resolve, diags);
 
     Some(Config {
         deployments,
@@ -177,6 +202,8 @@ fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>, diags: &mut Diags) ->
         fallbacks,
         settings,
         stages,
+        budgets,
+        admin,
     })
 }
 
@@ -292,21 +319,27 @@ fn read_detour_settings(section: &Section<'_>, settings: &mut Settings, diags: &
     }
 }
 
+/// A LiteLLM per-deployment budget: (deployment index, dollars, budget_duration, path).
+type DeploymentBudget = (usize, f64, Option<String>, String);
+/// LiteLLM's `max_budget` + `budget_duration` and the path of `max_budget`.
+type LitellmBudget = (f64, Option<String>, String);
+
 fn read_model_list(
     top: &Section<'_>,
     env: &dyn Fn(&str) -> Option<String>,
     diags: &mut Diags,
-) -> Vec<Deployment> {
+) -> (Vec<Deployment>, Vec<DeploymentBudget>) {
+    let mut budgets: Vec<DeploymentBudget> = Vec::new();
     let Some(list) = top.get("model_list") else {
         diags.error(
             "model_list",
             "is required: list the deployments detour routes to",
         );
-        return Vec::new();
+        return (Vec::new(), budgets);
     };
     let Value::Array(items) = list else {
         diags.error("model_list", "must be a list of deployments");
-        return Vec::new();
+        return (Vec::new(), budgets);
     };
     if items.is_empty() {
         diags.error("model_list", "must list at least one deployment");
@@ -321,7 +354,10 @@ fn read_model_list(
             }
             continue;
         };
-        if let Some(mut deployment) = read_deployment(&entry, env, diags) {
+        if let Some((mut deployment, budget)) = read_deployment(&entry, env, diags) {
+            if let Some((dollars, duration, path)) = budget {
+                budgets.push((deployments.len(), dollars, duration, path));
+            }
             // Ids must be unique: they key shared state and appear in every record.
             let base = deployment.id.clone();
             let mut n = 1;
@@ -333,14 +369,14 @@ fn read_model_list(
             deployments.push(deployment);
         }
     }
-    deployments
+    (deployments, budgets)
 }
 
 fn read_deployment(
     entry: &Section<'_>,
     env: &dyn Fn(&str) -> Option<String>,
     diags: &mut Diags,
-) -> Option<Deployment> {
+) -> Option<(Deployment, Option<LitellmBudget>)> {
     for key in entry.unknown_keys(&DEPLOYMENT_KEYS) {
         diags.warn(&entry.path_of(key), "is not implemented by detour; ignored");
     }
@@ -434,6 +470,23 @@ fn read_deployment(
     let input_cost_per_token = pick_f64("input_cost_per_token", diags);
     let output_cost_per_token = pick_f64("output_cost_per_token", diags);
     let max_input_tokens = pick_u64("max_input_tokens", diags);
+    let cached_cost = pick_f64("cache_read_input_token_cost", diags);
+    let price = budgets::resolve_price(
+        input_cost_per_token,
+        output_cost_per_token,
+        cached_cost,
+        &model,
+        &provider.provider_model,
+        &params.path,
+        diags,
+    );
+    let budget = params.f64("max_budget", diags).map(|dollars| {
+        (
+            dollars,
+            params.string("budget_duration", diags),
+            params.path_of("max_budget"),
+        )
+    });
     let order = params.i64("order", diags).unwrap_or(0);
     let weight = match params.u64("weight", diags) {
         Some(0) => {
@@ -455,7 +508,7 @@ fn read_deployment(
         .as_ref()
         .and_then(|i| i.string("id", diags))
         .unwrap_or_else(|| format!("{group}/{model}"));
-    Some(Deployment {
+    let deployment = Deployment {
         id,
         group,
         model,
@@ -469,7 +522,9 @@ fn read_deployment(
         max_input_tokens,
         order,
         weight,
-    })
+        price,
+    };
+    Some((deployment, budget))
 }
 
 /// Resolves `os.environ/NAME` through `env`; other strings are literals.
@@ -686,18 +741,6 @@ fn read_stages(
         }
     }
     stages
-}
-
-fn warn_unenforced(deployments: &[Deployment], diags: &mut Diags) {
-    if deployments
-        .iter()
-        .any(|d| d.rpm.is_some() || d.tpm.is_some())
-    {
-        diags.warn(
-            "model_list",
-            "rpm/tpm limits are read but not enforced by this version of detour",
-        );
-    }
 }
 
 fn names(groups: &BTreeMap<String, Group>) -> String {

@@ -5,6 +5,7 @@
 //! is validated here, once, when the plugin is configured: a request never meets a config
 //! problem.
 
+mod budgets;
 mod duration;
 mod load;
 mod providers;
@@ -16,7 +17,9 @@ use std::fmt;
 pub use load::{load, LoadError, Loaded};
 pub use walk::Diagnostic;
 
+pub use crate::budget::{Limit, Scope};
 use crate::cluster::Upstream;
+use crate::price::Price;
 
 /// Index of a deployment in [`Config::deployments`].
 pub type DeploymentIdx = usize;
@@ -34,6 +37,67 @@ pub struct Config {
     pub settings: Settings,
     /// Stage tag (`x-detour-stage`) to route group.
     pub stages: BTreeMap<String, String>,
+    /// Budgets and their thresholds.
+    pub budgets: Budgets,
+    /// The admin API, when a token is configured.
+    pub admin: Option<Admin>,
+}
+
+/// Every configured budget.
+#[derive(Debug, Clone, Default)]
+pub struct Budgets {
+    /// One entry per budgeted scope.
+    pub limits: Vec<Limit>,
+    /// Output tokens assumed for an estimate when a request sets no `max_tokens`
+    /// (`detour.budgets.default_max_tokens`, 1024).
+    pub default_max_tokens: u64,
+    /// Stage tag → the group its requests use once the tag's budget is used up.
+    pub tag_overrun: BTreeMap<String, String>,
+}
+
+impl Budgets {
+    /// The limits that apply to an attempt on `deployment` for a request tagged `tag`:
+    /// (index into `limits`, enforced). A tag in overrun is charged but not enforced.
+    pub fn applicable(
+        &self,
+        deployment: &Deployment,
+        tag: Option<&str>,
+        tag_overrun: bool,
+    ) -> Vec<(usize, bool)> {
+        self.limits
+            .iter()
+            .enumerate()
+            .filter_map(|(idx, limit)| {
+                let applies = match &limit.scope {
+                    Scope::Total => true,
+                    Scope::Group(name) => *name == deployment.group,
+                    Scope::Model(name) => {
+                        *name == deployment.model || *name == deployment.provider_model
+                    }
+                    Scope::Deployment(id) => *id == deployment.id,
+                    Scope::Tag(name) => tag.is_some_and(|t| t.eq_ignore_ascii_case(name)),
+                };
+                let enforced = !(tag_overrun && matches!(limit.scope, Scope::Tag(_)));
+                applies.then_some((idx, enforced))
+            })
+            .collect()
+    }
+
+    /// The limit of a stage tag, if it has one.
+    pub fn tag_limit(&self, tag: &str) -> Option<&Limit> {
+        self.limits
+            .iter()
+            .find(|l| matches!(&l.scope, Scope::Tag(name) if name.eq_ignore_ascii_case(tag)))
+    }
+}
+
+/// The admin API (`/detour/admin/…` by default), protected by a bearer token.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// The token clients must send as `authorization: Bearer <token>`.
+    pub token: Secret,
+    /// Path prefix the filter answers itself.
+    pub path_prefix: String,
 }
 
 /// One `model_list` entry: a model at a provider.
@@ -66,6 +130,9 @@ pub struct Deployment {
     pub order: i64,
     /// Relative share among deployments of the same `order` (LiteLLM's `weight`).
     pub weight: u32,
+    /// Prices per token: the config's, else the built-in table's; `None` when unknown
+    /// (allowed only outside every budget).
+    pub price: Option<Price>,
 }
 
 /// A route group: the deployments that share one `model_name`.

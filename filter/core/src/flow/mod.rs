@@ -18,6 +18,8 @@
 //! into `poll` and `on_answer`; a store that fails is treated as "healthy" (fail open for
 //! routing: a broken counter must not stop traffic).
 
+mod accounting;
+
 use std::collections::VecDeque;
 
 use serde::Serialize;
@@ -71,6 +73,10 @@ pub enum Reason {
     DeadlineExceeded,
     /// Not tried: the request used `max_attempts`.
     AttemptCapReached,
+    /// Skipped: a budget scope had no room for the attempt's estimated cost.
+    BudgetExhausted,
+    /// Skipped: the deployment is at its configured `rpm`/`tpm`.
+    LocalRateLimit,
 }
 
 impl Reason {
@@ -84,6 +90,8 @@ impl Reason {
                 | Reason::ContextTooLarge
                 | Reason::DeadlineExceeded
                 | Reason::AttemptCapReached
+                | Reason::BudgetExhausted
+                | Reason::LocalRateLimit
         )
     }
 
@@ -107,6 +115,8 @@ impl Reason {
             Reason::ContextTooLarge => "skipped: prompt larger than its context window",
             Reason::DeadlineExceeded => "not tried: request deadline exceeded",
             Reason::AttemptCapReached => "not tried: attempt cap reached",
+            Reason::BudgetExhausted => "skipped: budget exhausted",
+            Reason::LocalRateLimit => "skipped: at its rpm/tpm limit",
         }
     }
 }
@@ -220,6 +230,12 @@ pub struct Flow {
     /// The special chain (context window or content policy) the queue holds, once taken.
     following: Option<FallbackKind>,
     finished: bool,
+    /// The first poll's checks (halt, tag overrun) are done.
+    started: bool,
+    /// The stage tag's budget is used up and its overrun group serves the request.
+    tag_overrun: bool,
+    /// Budget and rate held for the attempt in flight (or delivered, until settled).
+    pending: Option<accounting::Pending>,
 }
 
 impl Flow {
@@ -249,6 +265,9 @@ impl Flow {
             soonest_available: None,
             following: None,
             finished: false,
+            started: false,
+            tag_overrun: false,
+            pending: None,
             request,
         };
         let mut groups = vec![flow.group.clone()];
@@ -271,6 +290,12 @@ impl Flow {
     /// Whether the client asked for a stream.
     pub fn stream(&self) -> bool {
         self.request.stream
+    }
+
+    /// Whether the client asked for usage in its stream (else detour strips the usage
+    /// chunk it asked for on the client's behalf).
+    pub fn client_wants_usage(&self) -> bool {
+        self.request.client_wants_usage
     }
 
     /// Attempts sent so far.
@@ -299,6 +324,12 @@ impl Flow {
             return Step::Respond(respond::internal_error(
                 "detour: request flow polled after it finished",
             ));
+        }
+        if !self.started {
+            self.started = true;
+            if let Some(step) = self.begin(config, store, now) {
+                return step;
+            }
         }
         // A retry of the current deployment, when one is scheduled.
         if let Some(current) = self.current {
@@ -392,6 +423,18 @@ impl Flow {
             self.record_skip(config, idx, reason, fallback_reason);
             return None;
         }
+        let probe = availability == Availability::Probe;
+        if let Err((reason, fallback_reason, until)) = self.admit(config, store, now, idx) {
+            if probe {
+                let _ = health::release_probe(store, &deployment.id);
+            }
+            if let Some(until) = until {
+                self.soonest_available =
+                    Some(self.soonest_available.map_or(until, |s| s.min(until)));
+            }
+            self.record_skip(config, idx, reason, fallback_reason);
+            return None;
+        }
         if let Some((from, reason)) = self.left.take() {
             if from != idx {
                 self.events.push(Event::Fallback {
@@ -410,7 +453,7 @@ impl Flow {
             tries: tries.saturating_add(1),
             retry_at: None,
             sent_at: Some(now),
-            probe: availability == Availability::Probe,
+            probe,
         });
         let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
         if let Some(key) = &deployment.api_key {
@@ -524,9 +567,16 @@ impl Flow {
                     .flatten();
                 self.push_transition(now, &id, transition);
                 self.finished = true;
+                if class == Class::Success {
+                    self.mark_delivered();
+                } else {
+                    // An error answer carries no usage to bill.
+                    self.release_pending(store);
+                }
                 Verdict::Deliver(self.delivery_headers(&id))
             }
             Class::RateLimited => {
+                self.release_pending(store);
                 let asked = retry_after::parse(now, answer.retry_after, answer.retry_after_ms);
                 let cooldown_ms = asked
                     .unwrap_or(0)
@@ -555,6 +605,7 @@ impl Flow {
                 Verdict::Next
             }
             Class::Transient | Class::Failed => {
+                self.release_pending(store);
                 let transition = health::record_failure(
                     store,
                     &id,
@@ -600,6 +651,7 @@ impl Flow {
             }
             Class::ContextWindow | Class::ContentPolicy => {
                 // The deployment is alive; the prompt is the problem. Release a probe lease.
+                self.release_pending(store);
                 let transition = health::record_success(store, &id, current.probe)
                     .ok()
                     .flatten();
@@ -619,6 +671,7 @@ impl Flow {
                     // No chain for this kind of error: the provider's answer is the best
                     // answer the client can get.
                     self.finished = true;
+                    self.mark_delivered();
                     return Verdict::Deliver(self.delivery_headers(&id));
                 }
                 self.queue = chain(config, &targets, self.seed);

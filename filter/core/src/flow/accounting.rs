@@ -1,0 +1,273 @@
+//! The flow's money and rate side: the human gate and tag overrun on the first poll,
+//! reserving budget and RPM/TPM before each attempt, settling after the answer.
+
+use super::{chain, Flow, Reason, Step};
+use crate::budget::{self, Refusal, Reservation};
+use crate::config::{Config, DeploymentIdx, FallbackKind};
+use crate::event::{Event, FallbackReason};
+use crate::halt::{self, Halt};
+use crate::price;
+use crate::rate;
+use crate::respond;
+use crate::store::Store;
+use crate::usage::Usage;
+use crate::UnixMillis;
+
+/// What an attempt holds until its answer is settled.
+#[derive(Debug)]
+pub(super) struct Pending {
+    deployment: DeploymentIdx,
+    reservation: Reservation,
+    /// Tokens taken from the deployment's TPM window at their estimate.
+    tokens: u64,
+    /// The answer went to the client: settle it (with its usage, or at the estimate).
+    delivered: bool,
+}
+
+/// Why an attempt was not admitted: the skip reason, the fallback reason for the event,
+/// and when the deployment may have room again.
+type NotAdmitted = (Reason, FallbackReason, Option<UnixMillis>);
+
+impl Flow {
+    /// The first poll's checks: a halt answers at once; a stage tag whose budget is used
+    /// up sends the request to the tag's overrun group.
+    pub(super) fn begin<S: Store + ?Sized>(
+        &mut self,
+        config: &Config,
+        store: &mut S,
+        now: UnixMillis,
+    ) -> Option<Step> {
+        if let Ok(Some(halt)) = halt::read(store) {
+            if halt::holds(&halt, config) {
+                self.finished = true;
+                return Some(Step::Respond(respond::halted(&halt, config)));
+            }
+            // The budget that halted was raised by a reloaded config: traffic resumes.
+            if halt::clear(store).unwrap_or(false) {
+                self.events.push(Event::Resume {
+                    ts: now,
+                    by: "config".into(),
+                });
+            }
+        }
+        let tag = self.stage.clone()?;
+        let limit = config.budgets.tag_limit(&tag)?;
+        let account = budget::account(store, limit, now).ok()?;
+        if !budget::reached(
+            account.spent.saturating_add(account.reserved),
+            limit.limit_nanos,
+            100,
+        ) {
+            return None;
+        }
+        let (_, overrun) = config
+            .budgets
+            .tag_overrun
+            .iter()
+            .find(|(t, _)| t.eq_ignore_ascii_case(&tag))?;
+        self.tag_overrun = true;
+        self.events.push(Event::TagOverrun {
+            ts: now,
+            tag,
+            from_group: self.group.clone(),
+            to_group: overrun.clone(),
+        });
+        let mut groups = vec![overrun.clone()];
+        groups.extend(
+            config
+                .fallbacks
+                .targets(overrun, FallbackKind::General)
+                .iter()
+                .cloned(),
+        );
+        self.queue = chain(config, &groups, self.seed);
+        None
+    }
+
+    /// Takes the attempt's request and tokens from the deployment's RPM/TPM window and
+    /// reserves its estimated cost in every budget it touches; refuses when either is full.
+    pub(super) fn admit<S: Store + ?Sized>(
+        &mut self,
+        config: &Config,
+        store: &mut S,
+        now: UnixMillis,
+        idx: DeploymentIdx,
+    ) -> Result<(), NotAdmitted> {
+        let Some(deployment) = config.deployment(idx) else {
+            return Ok(());
+        };
+        let input = self.request.estimated_input_tokens;
+        let output = self
+            .request
+            .output_estimate(config.budgets.default_max_tokens);
+        let tokens = input.saturating_add(output);
+        let limits = rate::Limits {
+            rpm: deployment.rpm,
+            tpm: deployment.tpm,
+        };
+        let rate_limited = limits.rpm.is_some() || limits.tpm.is_some();
+        if rate_limited {
+            // A broken store fails open here: the provider still enforces its own limits.
+            if let Ok(Err(at)) = rate::take(store, &deployment.id, now, limits, tokens) {
+                return Err((
+                    Reason::LocalRateLimit,
+                    FallbackReason::RateLimitLocal,
+                    Some(at),
+                ));
+            }
+        }
+        let applicable =
+            config
+                .budgets
+                .applicable(deployment, self.stage.as_deref(), self.tag_overrun);
+        let estimate = deployment
+            .price
+            .map(|p| {
+                price::cost_nanos(
+                    &p,
+                    &Usage {
+                        prompt_tokens: input,
+                        completion_tokens: output,
+                        cached_prompt_tokens: 0,
+                    },
+                )
+            })
+            .unwrap_or(0);
+        let reservation = if applicable.is_empty() {
+            Reservation::default()
+        } else {
+            match budget::reserve(store, &config.budgets.limits, &applicable, now, estimate) {
+                Ok(reservation) => reservation,
+                // Budgets fail closed: money is not spent on a guess.
+                Err(Refusal::Exhausted(_) | Refusal::Unavailable(_)) => {
+                    if rate_limited {
+                        rate::untake(store, &deployment.id, now, tokens);
+                    }
+                    return Err((Reason::BudgetExhausted, FallbackReason::Budget, None));
+                }
+            }
+        };
+        self.pending = Some(Pending {
+            deployment: idx,
+            reservation,
+            tokens,
+            delivered: false,
+        });
+        Ok(())
+    }
+
+    /// The attempt's answer goes to the client; its cost is settled when it completes.
+    pub(super) fn mark_delivered(&mut self) {
+        if let Some(pending) = &mut self.pending {
+            pending.delivered = true;
+        }
+    }
+
+    /// The attempt failed: give back its reservation (its request still counts for RPM:
+    /// the provider saw it).
+    pub(super) fn release_pending<S: Store + ?Sized>(&mut self, store: &mut S) {
+        if let Some(pending) = self.pending.take() {
+            budget::release(store, &pending.reservation);
+        }
+    }
+
+    /// The delivered answer is complete: settle its reservation to the cost of the usage
+    /// the provider reported. Without a report (a stream cut short, a body without
+    /// `usage`) the estimate is charged: detour never counts an answer as free.
+    pub fn settle<S: Store + ?Sized>(
+        &mut self,
+        config: &Config,
+        store: &mut S,
+        now: UnixMillis,
+        usage: Option<Usage>,
+    ) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        if !pending.delivered {
+            budget::release(store, &pending.reservation);
+            return;
+        }
+        let Some(deployment) = config.deployment(pending.deployment) else {
+            return;
+        };
+        let cost = match (usage, deployment.price) {
+            (Some(usage), Some(price)) => price::cost_nanos(&price, &usage),
+            _ => pending.reservation.estimate,
+        };
+        if deployment.rpm.is_some() || deployment.tpm.is_some() {
+            if let Some(usage) = usage {
+                let actual = usage.prompt_tokens.saturating_add(usage.completion_tokens);
+                let _ = rate::reconcile(store, &deployment.id, now, pending.tokens, actual);
+            }
+        }
+        let crossings = budget::settle(store, &config.budgets.limits, &pending.reservation, cost);
+        for crossing in &crossings {
+            let Some(limit) = config.budgets.limits.get(crossing.limit_idx) else {
+                continue;
+            };
+            self.events.push(Event::BudgetAlert {
+                ts: now,
+                scope: limit.scope.to_string(),
+                period_start: limit.period.start(now),
+                percent: crossing.percent,
+                spent: price::format_dollars(crossing.spent),
+                limit: price::format_dollars(limit.limit_nanos),
+            });
+        }
+        self.halt_if_over(config, store, now, &pending.reservation);
+    }
+
+    /// The request ended before its answer completed (the client went away, the host
+    /// dropped the stream): a delivered answer is charged at its estimate, an undelivered
+    /// reservation is released.
+    pub fn abandon<S: Store + ?Sized>(&mut self, config: &Config, store: &mut S, now: UnixMillis) {
+        self.settle(config, store, now, None);
+    }
+
+    /// Whether an answer is delivered and not yet settled (the glue then owes a `settle`).
+    pub fn awaiting_settlement(&self) -> bool {
+        self.pending.as_ref().is_some_and(|p| p.delivered)
+    }
+
+    fn halt_if_over<S: Store + ?Sized>(
+        &mut self,
+        config: &Config,
+        store: &mut S,
+        now: UnixMillis,
+        reservation: &Reservation,
+    ) {
+        for (idx, _, _) in &reservation.held {
+            let Some(limit) = config.budgets.limits.get(*idx) else {
+                continue;
+            };
+            let Some(halt_at) = limit.halt_at_percent else {
+                continue;
+            };
+            let Ok(account) = budget::account(store, limit, now) else {
+                continue;
+            };
+            if !budget::reached(account.spent, limit.limit_nanos, halt_at) {
+                continue;
+            }
+            let halt = Halt {
+                scope: limit.scope.to_string(),
+                limit_nanos: limit.limit_nanos,
+                since: now,
+                reason: format!(
+                    "spend {} reached {halt_at}% of the {} budget {}",
+                    price::format_dollars(account.spent),
+                    limit.scope,
+                    price::format_dollars(limit.limit_nanos)
+                ),
+            };
+            if halt::set(store, &halt).unwrap_or(false) {
+                self.events.push(Event::Halt {
+                    ts: now,
+                    scope: halt.scope,
+                    reason: halt.reason,
+                });
+            }
+        }
+    }
+}
