@@ -54,9 +54,40 @@ fn the_seed_config_loads_without_errors_or_warnings() {
     assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
     assert_eq!(
         asked.into_inner().into_iter().collect::<Vec<_>>(),
-        ["ANTHROPIC_API_KEY", "GEMINI_API_KEY", "OPENAI_API_KEY"]
+        [
+            "ANTHROPIC_API_KEY",
+            "DETOUR_ADMIN_TOKEN",
+            "GEMINI_API_KEY",
+            "OPENAI_API_KEY"
+        ]
     );
     assert_eq!(loaded.config.deployments.len(), 7);
+}
+
+#[test]
+fn the_seed_budgets_are_per_model_per_tag_and_in_total() {
+    use detour_core::budget::Scope;
+    let budgets = seed().budgets;
+    let dollars = |scope: Scope| {
+        budgets
+            .limits
+            .iter()
+            .find(|l| l.scope == scope)
+            .map(|l| l.limit_nanos / 1_000_000_000)
+    };
+    assert_eq!(dollars(Scope::Total), Some(100));
+    assert_eq!(dollars(Scope::Model("claude-opus-4-5".into())), Some(50));
+    assert_eq!(dollars(Scope::Model("gpt-5.2".into())), Some(30));
+    assert_eq!(dollars(Scope::Tag("Build".into())), Some(20));
+    assert_eq!(dollars(Scope::Tag("Operate".into())), Some(5));
+    let total = budgets
+        .limits
+        .iter()
+        .find(|l| l.scope == Scope::Total)
+        .unwrap();
+    assert_eq!(total.halt_at_percent, Some(110));
+    assert_eq!(budgets.tag_overrun["Spec"], "claude-sonnet");
+    assert_eq!(budgets.tag_overrun["Verify"], "local");
 }
 
 #[test]

@@ -25,10 +25,12 @@ pub const T0: UnixMillis = 1_700_000_000_000;
 /// The value every `os.environ/DETOUR_TEST_KEY` resolves to.
 pub const TEST_KEY: &str = "sk-test-0123456789";
 
-/// The fake environment the fixtures load with: `DETOUR_TEST_KEY` and `*_API_KEY` exist.
+/// The fake environment the fixtures load with: `DETOUR_TEST_KEY`, `DETOUR_ADMIN_TOKEN`
+/// and `*_API_KEY` exist.
 pub fn fake_env(name: &str) -> Option<String> {
     match name {
         "DETOUR_TEST_KEY" => Some(TEST_KEY.to_string()),
+        "DETOUR_ADMIN_TOKEN" => Some("admin-token-0123456789".to_string()),
         n if n.ends_with("_API_KEY") => Some(format!("sk-fake-{}", n.to_lowercase())),
         _ => None,
     }
