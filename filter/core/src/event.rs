@@ -82,12 +82,14 @@ pub enum Event {
         /// True when a half-open probe failed.
         probe_failed: bool,
     },
-    /// A half-open probe succeeded: the deployment is back.
+    /// A deployment is back: a half-open request or a health-check probe succeeded.
     Recovery {
         /// When.
         ts: UnixMillis,
         /// Which deployment.
         deployment: String,
+        /// `half_open` (a real request probed it) or `health_check` (an active probe).
+        via: String,
     },
     /// A budget scope reached 80, 90, 100 or 110 % of its limit (once per period).
     BudgetAlert {

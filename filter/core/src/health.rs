@@ -218,6 +218,22 @@ pub fn release_probe<S: Store + ?Sized>(
     })
 }
 
+/// Marks a deployment healthy (a passing health-check probe): no cooldown, breaker
+/// closed, failure count reset. Returns whether it was unhealthy.
+pub fn clear<S: Store + ?Sized>(store: &mut S, deployment_id: &str) -> Result<bool, StoreError> {
+    update(store, &key(deployment_id), |bytes| {
+        let health = Health::decode(bytes);
+        if health.open_until == 0 && health.cooldown_until == 0 {
+            return (None, false);
+        }
+        let cleared = Health {
+            window_start: health.window_start,
+            ..Health::default()
+        };
+        (Some(cleared.encode()), true)
+    })
+}
+
 /// Records a successful answer. Closes the breaker when it came from the probe.
 pub fn record_success<S: Store + ?Sized>(
     store: &mut S,

@@ -24,6 +24,7 @@ pub mod health;
 pub mod meter;
 pub mod period;
 pub mod price;
+pub mod probe;
 pub mod rate;
 pub mod request;
 pub mod respond;

@@ -229,7 +229,8 @@ fn events_tell_the_story_in_order() {
         trace.events,
         [Event::Recovery {
             ts: later,
-            deployment: "a".into()
+            deployment: "a".into(),
+            via: "half_open".into()
         }]
     );
 }

@@ -379,7 +379,8 @@ fn after_cooldown_exactly_one_concurrent_request_probes_and_success_closes_the_b
         events,
         [Event::Recovery {
             ts: now,
-            deployment: "a".into()
+            deployment: "a".into(),
+            via: "half_open".into()
         }]
     );
     for flow in &mut flows[1..] {

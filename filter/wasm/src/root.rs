@@ -2,14 +2,18 @@
 //! takes answers to calls made from the tick.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
+use detour_core::config::DeploymentIdx;
 use detour_core::config::{self, Config};
 use detour_core::health;
+use detour_core::probe;
+use detour_core::UnixMillis;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType};
+use proxy_wasm::types::{BufferType, ContextType, MapType};
 
 use crate::host::{self, SharedData};
 use crate::http::DetourHttp;
@@ -20,10 +24,17 @@ use crate::run::{Phase, RequestState};
 /// keeps them accurate to a few percent at negligible cost.
 const TICK: Duration = Duration::from_millis(50);
 
+/// How often a worker looks at the shared round record (one shared-data read).
+const ROUND_POLL_MS: u64 = 1_000;
+
 pub(crate) struct DetourRoot {
     context_id: u32,
     config: Option<Rc<Config>>,
     registry: Rc<RefCell<Registry>>,
+    /// Health-check probes in flight: call token → deployment.
+    probes: HashMap<u32, DeploymentIdx>,
+    /// This worker looks for a due health-check round at most this often.
+    next_round_check: UnixMillis,
 }
 
 impl DetourRoot {
@@ -32,6 +43,45 @@ impl DetourRoot {
             context_id,
             config: None,
             registry: Rc::new(RefCell::new(Registry::default())),
+            probes: HashMap::new(),
+            next_round_check: 0,
+        }
+    }
+
+    /// Runs a health-check round when one is due and no other worker claimed it.
+    fn health_check_round(&mut self, now: UnixMillis) {
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        let checks = config.health_checks;
+        if !checks.enabled || now < self.next_round_check {
+            return;
+        }
+        self.next_round_check = now.saturating_add(ROUND_POLL_MS);
+        if !probe::claim_round(&mut SharedData, now, checks.interval_ms).unwrap_or(false) {
+            return;
+        }
+        for idx in probe::targets(&config, &SharedData, now) {
+            let Some(probe) = probe::probe_for(&config, &checks, idx) else {
+                continue;
+            };
+            match host::dispatch(
+                &probe.cluster,
+                &probe.headers,
+                &probe.body,
+                probe.timeout_ms,
+            ) {
+                Ok(token) => {
+                    self.probes.insert(token, idx);
+                }
+                Err(status) => {
+                    // This thread cannot call out (e.g. Envoy's main thread): let a worker
+                    // take the round on its next tick.
+                    log::debug!("detour: health-check probe not sent ({status:?}); round released");
+                    let _ = probe::release_round(&mut SharedData, now);
+                    return;
+                }
+            }
         }
     }
 }
@@ -44,6 +94,10 @@ impl Context for DetourRoot {
         body_size: usize,
         _num_trailers: usize,
     ) {
+        if let Some(idx) = self.probes.remove(&token_id) {
+            self.on_probe_answer(idx, num_headers);
+            return;
+        }
         // A call the tick made on behalf of a request: hand the answer to that request.
         let Some(context_id) = self.registry.borrow_mut().take_call(token_id) else {
             return;
@@ -57,6 +111,24 @@ impl Context for DetourRoot {
         let mut state = state.borrow_mut();
         if state.phase == Phase::Replacing {
             state.on_call_answer(&self.registry, num_headers, body_size);
+        }
+    }
+}
+
+impl DetourRoot {
+    fn on_probe_answer(&mut self, idx: DeploymentIdx, num_headers: usize) {
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        let status = if num_headers > 0 {
+            host::header(MapType::HttpCallResponseHeaders, ":status")
+                .and_then(|s| s.trim().parse::<u16>().ok())
+        } else {
+            None
+        };
+        if let Some(event) = probe::on_result(&mut SharedData, &config, idx, host::now_ms(), status)
+        {
+            log::info!("detour-event {}", event.to_json());
         }
     }
 }
@@ -120,7 +192,9 @@ impl RootContext for DetourRoot {
     }
 
     fn on_tick(&mut self) {
-        let due = self.registry.borrow_mut().take_due(host::now_ms());
+        let now = host::now_ms();
+        self.health_check_round(now);
+        let due = self.registry.borrow_mut().take_due(now);
         for context_id in due {
             let Some(state) = self.registry.borrow().request(context_id) else {
                 continue;

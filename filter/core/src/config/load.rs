@@ -13,7 +13,9 @@ use serde_json::Value;
 use super::budgets;
 use super::providers;
 use super::walk::{index, join, Diagnostic, Diags, Section};
-use super::{Config, Deployment, Fallbacks, Group, Secret, Settings, DEFAULT_STAGES};
+use super::{
+    Config, Deployment, Fallbacks, Group, HealthChecks, ProbeKind, Secret, Settings, DEFAULT_STAGES,
+};
 use crate::cluster::Upstream;
 
 /// A configuration that loaded, and what the user should hear about it.
@@ -95,7 +97,8 @@ const MODEL_INFO_KEYS: [&str; 6] = [
     "max_output_tokens",
 ];
 
-const DETOUR_KEYS: [&str; 11] = [
+const DETOUR_KEYS: [&str; 12] = [
+    "health_checks",
     "budgets",
     "admin",
     "stages",
@@ -195,6 +198,7 @@ fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>, diags: &mut Diags) ->
     let mut resolve =
         |raw: &str, path: &str, diags: &mut Diags| resolve_secret_ref(raw, path, env, diags);
     let admin = budgets::read_admin(detour.as_ref(), &mut resolve, diags);
+    let health_checks = read_health_checks(&top, detour.as_ref(), diags);
 
     Some(Config {
         deployments,
@@ -204,12 +208,69 @@ fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>, diags: &mut Diags) ->
         stages,
         budgets,
         admin,
+        health_checks,
     })
+}
+
+/// `detour.health_checks`, after LiteLLM's `general_settings.background_health_checks`
+/// and `health_check_interval` (which detour honours).
+fn read_health_checks(
+    top: &Section<'_>,
+    detour: Option<&Section<'_>>,
+    diags: &mut Diags,
+) -> HealthChecks {
+    let mut checks = HealthChecks::default();
+    if let Some(general) = top
+        .get("general_settings")
+        .and_then(|v| Section::of(v, "general_settings".to_string(), diags))
+    {
+        if let Some(enabled) = general.bool("background_health_checks", diags) {
+            checks.enabled = enabled;
+        }
+        if let Some(ms) = general.duration_ms("health_check_interval", diags) {
+            checks.interval_ms = ms.max(1000);
+        }
+    }
+    let Some(section) = detour.and_then(|d| {
+        d.get("health_checks")
+            .and_then(|v| Section::of(v, d.path_of("health_checks"), diags))
+    }) else {
+        return checks;
+    };
+    for key in section.unknown_keys(&["enabled", "interval", "probe", "timeout"]) {
+        diags.error(
+            &section.path_of(key),
+            "unknown health-check setting (known: enabled, interval, probe, timeout)",
+        );
+    }
+    if let Some(enabled) = section.bool("enabled", diags) {
+        checks.enabled = enabled;
+    }
+    if let Some(ms) = section.duration_ms("interval", diags) {
+        if ms < 1000 {
+            diags.error(&section.path_of("interval"), "must be at least 1s");
+        } else {
+            checks.interval_ms = ms;
+        }
+    }
+    if let Some(ms) = section.duration_ms("timeout", diags) {
+        checks.timeout_ms = ms.max(1);
+    }
+    match section.string("probe", diags).as_deref() {
+        None | Some("completion") => {}
+        Some("models") => checks.kind = ProbeKind::Models,
+        Some(other) => diags.error(
+            &section.path_of("probe"),
+            format!("{other:?} is not a probe (completion: a 1-token completion; models: GET the models endpoint, free)"),
+        ),
+    }
+    checks
 }
 
 fn warn_ignored_sections(top: &Section<'_>, diags: &mut Diags) {
     if let Some(Value::Object(map)) = top.get("general_settings") {
-        for key in map.keys() {
+        let honoured = ["background_health_checks", "health_check_interval"];
+        for key in map.keys().filter(|k| !honoured.contains(&k.as_str())) {
             diags.warn(
                 &join("general_settings", key),
                 "is a LiteLLM proxy setting detour does not implement; ignored",

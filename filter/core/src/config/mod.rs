@@ -20,6 +20,7 @@ pub use walk::Diagnostic;
 pub use crate::budget::{Limit, Scope};
 use crate::cluster::Upstream;
 use crate::price::Price;
+pub use crate::probe::{HealthChecks, ProbeKind};
 
 /// Index of a deployment in [`Config::deployments`].
 pub type DeploymentIdx = usize;
@@ -41,6 +42,8 @@ pub struct Config {
     pub budgets: Budgets,
     /// The admin API, when a token is configured.
     pub admin: Option<Admin>,
+    /// Active health checks.
+    pub health_checks: HealthChecks,
 }
 
 /// Every configured budget.

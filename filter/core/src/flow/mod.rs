@@ -719,6 +719,7 @@ impl Flow {
             Some(Transition::Closed) => Event::Recovery {
                 ts: now,
                 deployment,
+                via: "half_open".into(),
             },
         };
         self.events.push(event);
