@@ -199,3 +199,21 @@ def test_110_percent_of_a_halting_scope_stops_everything_until_a_human_resumes(w
         assert [e["by"] for e in proxy.events() if e["event"] == "resume"] == ["admin", "admin"]
     finally:
         proxy.stop()
+
+
+def test_budget_gauges_reach_prometheus(proxy):
+    import re
+    import time
+
+    expected = budget_of(proxy, "group/capped")["spent_nanos"] // 1000
+    deadline = time.monotonic() + 15
+    seen = None
+    while time.monotonic() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{proxy.admin_port}/stats/prometheus", timeout=10).text
+        match = re.search(r'^detour_budget_spent_microdollars\{scope="group/capped"\} (\d+)$', text, re.M)
+        seen = int(match.group(1)) if match else None
+        if seen == expected:
+            break
+        time.sleep(0.5)
+    assert seen == expected
+    assert re.search(r'^detour_budget_limit_microdollars\{scope="group/capped"\} 200000$', text, re.M)

@@ -30,6 +30,7 @@ pub mod request;
 pub mod respond;
 pub mod retry_after;
 pub mod store;
+pub mod telemetry;
 pub mod usage;
 
 /// Wall-clock time in milliseconds since the Unix epoch, as the host reports it.

@@ -15,7 +15,7 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 
 use crate::host::{self, SharedData};
 use crate::registry::{Registry, SharedState};
-use crate::run::{log_events, Phase};
+use crate::run::{log_event, log_events, Phase};
 
 /// The request header that carries the stage tag.
 pub(crate) const STAGE_HEADER: &str = "x-detour-stage";
@@ -200,6 +200,9 @@ impl DetourHttp {
     /// One chunk of the delivered answer: forward what the meter says; at the end, settle.
     fn meter_chunk(&mut self, body_size: usize, end_of_stream: bool) {
         let mut state = self.state.borrow_mut();
+        if state.first_byte_at.is_none() && body_size > 0 {
+            state.first_byte_at = Some(host::now_ms());
+        }
         let Some(meter) = state.meter.as_mut() else {
             return;
         };
@@ -246,8 +249,8 @@ impl DetourHttp {
             &state.path,
             authorization,
         );
-        for event in events {
-            log::info!("detour-event {}", event.to_json());
+        for event in &events {
+            log_event(event);
         }
         state.respond(&response);
         Some(Action::Pause)

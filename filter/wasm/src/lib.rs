@@ -18,6 +18,7 @@
 
 mod host;
 mod http;
+mod metrics;
 mod registry;
 mod root;
 mod run;

@@ -10,6 +10,7 @@ use detour_core::config::DeploymentIdx;
 use detour_core::config::{self, Config};
 use detour_core::health;
 use detour_core::probe;
+use detour_core::telemetry;
 use detour_core::UnixMillis;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -17,8 +18,9 @@ use proxy_wasm::types::{BufferType, ContextType, MapType};
 
 use crate::host::{self, SharedData};
 use crate::http::DetourHttp;
+use crate::metrics;
 use crate::registry::Registry;
-use crate::run::{Phase, RequestState};
+use crate::run::{log_event, Phase, RequestState};
 
 /// How often the tick looks for due backoff deadlines. Backoffs are seconds long; 50 ms
 /// keeps them accurate to a few percent at negligible cost.
@@ -26,6 +28,9 @@ const TICK: Duration = Duration::from_millis(50);
 
 /// How often a worker looks at the shared round record (one shared-data read).
 const ROUND_POLL_MS: u64 = 1_000;
+
+/// How often the breaker and budget gauges are refreshed.
+const STATE_PUBLISH_MS: u64 = 5_000;
 
 pub(crate) struct DetourRoot {
     context_id: u32,
@@ -35,6 +40,8 @@ pub(crate) struct DetourRoot {
     probes: HashMap<u32, DeploymentIdx>,
     /// This worker looks for a due health-check round at most this often.
     next_round_check: UnixMillis,
+    /// When to publish the state gauges next.
+    next_state_publish: UnixMillis,
 }
 
 impl DetourRoot {
@@ -45,6 +52,7 @@ impl DetourRoot {
             registry: Rc::new(RefCell::new(Registry::default())),
             probes: HashMap::new(),
             next_round_check: 0,
+            next_state_publish: 0,
         }
     }
 
@@ -116,6 +124,18 @@ impl Context for DetourRoot {
 }
 
 impl DetourRoot {
+    /// Breaker and budget gauges, every few seconds (gauges are process-wide: whichever
+    /// worker publishes last is as right as any).
+    fn publish_state(&mut self, now: UnixMillis) {
+        if now < self.next_state_publish {
+            return;
+        }
+        self.next_state_publish = now.saturating_add(STATE_PUBLISH_MS);
+        if let Some(config) = &self.config {
+            metrics::emit(&telemetry::for_state(config, &SharedData, now));
+        }
+    }
+
     fn on_probe_answer(&mut self, idx: DeploymentIdx, num_headers: usize) {
         let Some(config) = self.config.clone() else {
             return;
@@ -128,7 +148,7 @@ impl DetourRoot {
         };
         if let Some(event) = probe::on_result(&mut SharedData, &config, idx, host::now_ms(), status)
         {
-            log::info!("detour-event {}", event.to_json());
+            log_event(&event);
         }
     }
 }
@@ -194,6 +214,7 @@ impl RootContext for DetourRoot {
     fn on_tick(&mut self) {
         let now = host::now_ms();
         self.health_check_round(now);
+        self.publish_state(now);
         let due = self.registry.borrow_mut().take_due(now);
         for context_id in due {
             let Some(state) = self.registry.borrow().request(context_id) else {

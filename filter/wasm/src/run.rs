@@ -6,12 +6,16 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use detour_core::config::Config;
+use detour_core::event::Event;
 use detour_core::flow::{Answer, Flow, Step, Verdict};
 use detour_core::meter::{self, Meter};
 use detour_core::respond::{self, Response};
+use detour_core::telemetry;
+use detour_core::UnixMillis;
 use proxy_wasm::types::{BufferType, MapType};
 
 use crate::host::{self, SharedData};
+use crate::metrics;
 use crate::registry::Registry;
 
 /// Where a request is in its life.
@@ -46,6 +50,10 @@ pub(crate) struct RequestState {
     pub(crate) stage: Option<String>,
     /// Meters the delivered answer of the router's attempt as it streams to the client.
     pub(crate) meter: Option<Meter>,
+    /// When the request arrived, for the latency histogram.
+    pub(crate) started_at: UnixMillis,
+    /// When the first byte of the delivered answer arrived, for time to first token.
+    pub(crate) first_byte_at: Option<UnixMillis>,
 }
 
 impl RequestState {
@@ -59,6 +67,8 @@ impl RequestState {
             path: String::new(),
             stage: None,
             meter: None,
+            started_at: host::now_ms(),
+            first_byte_at: None,
         }
     }
 
@@ -71,9 +81,39 @@ impl RequestState {
     /// The request is over (its context is going away): settle or release what its flow
     /// still holds.
     pub(crate) fn abandon(&mut self) {
-        if let (Some(config), Some(flow)) = (self.config.clone(), self.flow.as_mut()) {
-            flow.abandon(&config, &mut SharedData, host::now_ms());
-            log_events(flow);
+        let now = host::now_ms();
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        let duration_ms = now.saturating_sub(self.started_at);
+        let ttft = self
+            .first_byte_at
+            .map(|t| t.saturating_sub(self.started_at));
+        match self.flow.as_mut() {
+            Some(flow) => {
+                flow.abandon(&config, &mut SharedData, now);
+                log_events(flow);
+                let served = flow.served().and_then(|idx| config.deployment(idx));
+                let outcome = flow.outcome().unwrap_or("abandoned");
+                metrics::emit(&telemetry::for_request(
+                    flow.group(),
+                    served.map(|d| d.id.as_str()),
+                    outcome,
+                    duration_ms,
+                    ttft,
+                ));
+                if let (Some(deployment), Some(usage)) = (served, flow.settled_usage()) {
+                    metrics::emit(&telemetry::for_usage(&deployment.model, &usage));
+                }
+            }
+            // Refused before routing (bad input, admin): counted without a group.
+            None => metrics::emit(&telemetry::for_request(
+                "none",
+                None,
+                "invalid_request",
+                duration_ms,
+                None,
+            )),
         }
     }
 
@@ -175,6 +215,7 @@ impl RequestState {
                 // not ask for, and settle its cost now.
                 let (body, usage) =
                     meter::whole(find("content-type"), &body, !flow.client_wants_usage());
+                self.first_byte_at = Some(host::now_ms());
                 host::send_response(status, &out, &body);
                 flow.settle(&config, &mut SharedData, host::now_ms(), usage);
                 log_events(flow);
@@ -185,11 +226,17 @@ impl RequestState {
     }
 }
 
-/// Writes the flow's events to the host log as `detour-event {json}` lines.
+/// Writes the flow's events to the host log as `detour-event {json}` lines, and counts them.
 pub(crate) fn log_events(flow: &mut Flow) {
     for event in flow.take_events() {
-        log::info!("detour-event {}", event.to_json());
+        log_event(&event);
     }
+}
+
+/// One event: a log line and its counters.
+pub(crate) fn log_event(event: &Event) {
+    log::info!("detour-event {}", event.to_json());
+    metrics::emit(&telemetry::for_event(event));
 }
 
 /// The headers of a dispatched answer that may go to the client: no pseudo-headers, no

@@ -40,6 +40,7 @@ impl Flow {
         if let Ok(Some(halt)) = halt::read(store) {
             if halt::holds(&halt, config) {
                 self.finished = true;
+                self.outcome = Some("halted");
                 return Some(Step::Respond(respond::halted(&halt, config)));
             }
             // The budget that halted was raised by a reloaded config: traffic resumes.
@@ -191,6 +192,7 @@ impl Flow {
         let Some(deployment) = config.deployment(pending.deployment) else {
             return;
         };
+        self.settled_usage = usage;
         let cost = match (usage, deployment.price) {
             (Some(usage), Some(price)) => price::cost_nanos(&price, &usage),
             _ => pending.reservation.estimate,

@@ -236,6 +236,12 @@ pub struct Flow {
     tag_overrun: bool,
     /// Budget and rate held for the attempt in flight (or delivered, until settled).
     pending: Option<accounting::Pending>,
+    /// How the request ended, for metrics (`success`, `provider_error`, `failed`, …).
+    outcome: Option<&'static str>,
+    /// The deployment whose answer the client got.
+    served: Option<DeploymentIdx>,
+    /// Usage of the settled answer, for token metrics.
+    settled_usage: Option<crate::usage::Usage>,
 }
 
 impl Flow {
@@ -268,6 +274,9 @@ impl Flow {
             started: false,
             tag_overrun: false,
             pending: None,
+            outcome: None,
+            served: None,
+            settled_usage: None,
             request,
         };
         let mut groups = vec![flow.group.clone()];
@@ -296,6 +305,22 @@ impl Flow {
     /// chunk it asked for on the client's behalf).
     pub fn client_wants_usage(&self) -> bool {
         self.request.client_wants_usage
+    }
+
+    /// How the request ended (`None` while it runs): `success`, `provider_error` (a 4xx
+    /// handed back), `failed`, `rate_limited`, `budget`, `halted`, `client_error`.
+    pub fn outcome(&self) -> Option<&'static str> {
+        self.outcome
+    }
+
+    /// The deployment whose answer the client got.
+    pub fn served(&self) -> Option<DeploymentIdx> {
+        self.served
+    }
+
+    /// The usage of the settled answer, when the provider reported one.
+    pub fn settled_usage(&self) -> Option<crate::usage::Usage> {
+        self.settled_usage
     }
 
     /// Attempts sent so far.
@@ -567,9 +592,12 @@ impl Flow {
                     .flatten();
                 self.push_transition(now, &id, transition);
                 self.finished = true;
+                self.served = Some(current.deployment);
                 if class == Class::Success {
+                    self.outcome = Some("success");
                     self.mark_delivered();
                 } else {
+                    self.outcome = Some("provider_error");
                     // An error answer carries no usage to bill.
                     self.release_pending(store);
                 }
@@ -671,6 +699,8 @@ impl Flow {
                     // No chain for this kind of error: the provider's answer is the best
                     // answer the client can get.
                     self.finished = true;
+                    self.served = Some(current.deployment);
+                    self.outcome = Some("provider_error");
                     self.mark_delivered();
                     return Verdict::Deliver(self.delivery_headers(&id));
                 }
@@ -729,6 +759,12 @@ impl Flow {
         self.finished = true;
         let response =
             respond::all_failed(now, &self.group, &self.attempts, self.soonest_available);
+        self.outcome = Some(match response.status {
+            429 => "rate_limited",
+            402 => "budget",
+            400 => "client_error",
+            _ => "failed",
+        });
         self.events.push(Event::AllFailed {
             ts: now,
             group: self.group.clone(),

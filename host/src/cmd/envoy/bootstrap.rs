@@ -97,6 +97,7 @@ pub fn render(
                 socket_address(&opts.admin.ip().to_string(), opts.admin.port()),
             )]),
         ),
+                ("stats_config", stats_config()),
         (
             "static_resources",
             map([
@@ -119,6 +120,16 @@ pub fn render(
         clusters: upstreams.keys().cloned().collect(),
         host_env_keys,
     })
+}
+
+/// detour's metrics carry their labels in the stat name (`name.key=.=value;.;`); these
+/// tag extractors turn them into Prometheus labels at `/stats/prometheus`.
+fn stats_config() -> Value {
+    let tags: Vec<Value> = detour_core::telemetry::stats_tags()
+        .into_iter()
+        .map(|(name, regex)| map([("tag_name", s(name)), ("regex", Value::String(regex))]))
+        .collect();
+    map([("stats_tags", Value::Sequence(tags))])
 }
 
 /// `max(16 MiB, 2 × max_request_body_bytes)`: the whole request body is buffered while
