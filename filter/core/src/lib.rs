@@ -32,6 +32,7 @@ pub mod retry_after;
 pub mod store;
 pub mod telemetry;
 pub mod usage;
+pub mod webhook;
 
 /// Wall-clock time in milliseconds since the Unix epoch, as the host reports it.
 ///

@@ -22,6 +22,7 @@ mod metrics;
 mod registry;
 mod root;
 mod run;
+mod webhook;
 
 use proxy_wasm::types::LogLevel;
 

@@ -2,7 +2,7 @@
 //! takes answers to calls made from the tick.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use crate::http::DetourHttp;
 use crate::metrics;
 use crate::registry::Registry;
 use crate::run::{log_event, Phase, RequestState};
+use crate::webhook;
 
 /// How often the tick looks for due backoff deadlines. Backoffs are seconds long; 50 ms
 /// keeps them accurate to a few percent at negligible cost.
@@ -42,6 +43,10 @@ pub(crate) struct DetourRoot {
     next_round_check: UnixMillis,
     /// When to publish the state gauges next.
     next_state_publish: UnixMillis,
+    /// When to post queued events next.
+    next_webhook_post: UnixMillis,
+    /// Webhook posts in flight.
+    webhook_calls: HashSet<u32>,
 }
 
 impl DetourRoot {
@@ -53,6 +58,8 @@ impl DetourRoot {
             probes: HashMap::new(),
             next_round_check: 0,
             next_state_publish: 0,
+            next_webhook_post: 0,
+            webhook_calls: HashSet::new(),
         }
     }
 
@@ -106,6 +113,17 @@ impl Context for DetourRoot {
             self.on_probe_answer(idx, num_headers);
             return;
         }
+        if self.webhook_calls.remove(&token_id) {
+            let status = host::header(MapType::HttpCallResponseHeaders, ":status");
+            if !status.as_deref().is_some_and(|s| s.starts_with('2')) {
+                // The URL may hold a token: name the status only.
+                log::warn!(
+                    "detour: the events webhook answered {}",
+                    status.as_deref().unwrap_or("nothing")
+                );
+            }
+            return;
+        }
         // A call the tick made on behalf of a request: hand the answer to that request.
         let Some(context_id) = self.registry.borrow_mut().take_call(token_id) else {
             return;
@@ -133,6 +151,35 @@ impl DetourRoot {
         self.next_state_publish = now.saturating_add(STATE_PUBLISH_MS);
         if let Some(config) = &self.config {
             metrics::emit(&telemetry::for_state(config, &SharedData, now));
+        }
+    }
+
+    /// Posts waiting events to the webhook, one batch per flush interval.
+    fn post_events(&mut self, now: UnixMillis) {
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        let Some(hook) = &config.webhook else {
+            return;
+        };
+        if now < self.next_webhook_post || self.webhook_calls.len() >= 4 {
+            return;
+        }
+        self.next_webhook_post = now.saturating_add(hook.flush_interval_ms);
+        let Some(body) = webhook::next_batch(hook) else {
+            return;
+        };
+        let headers = vec![
+            (":method".to_string(), "POST".to_string()),
+            (":path".to_string(), hook.path.expose().to_string()),
+            (":authority".to_string(), hook.upstream.authority()),
+            ("content-type".to_string(), "application/json".to_string()),
+        ];
+        match host::dispatch(&hook.upstream.cluster, &headers, &body, 10_000) {
+            Ok(token) => {
+                self.webhook_calls.insert(token);
+            }
+            Err(status) => log::warn!("detour: cannot post events to the webhook ({status:?})"),
         }
     }
 
@@ -191,6 +238,7 @@ impl RootContext for DetourRoot {
                         );
                     }
                 }
+                webhook::enable(loaded.config.webhook.is_some());
                 self.config = Some(Rc::new(loaded.config));
                 if let Err(status) = hostcalls::set_tick_period(TICK) {
                     log::error!("detour: cannot set the tick period: {status:?}");
@@ -215,6 +263,7 @@ impl RootContext for DetourRoot {
         let now = host::now_ms();
         self.health_check_round(now);
         self.publish_state(now);
+        self.post_events(now);
         let due = self.registry.borrow_mut().take_due(now);
         for context_id in due {
             let Some(state) = self.registry.borrow().request(context_id) else {

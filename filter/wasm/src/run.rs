@@ -17,6 +17,7 @@ use proxy_wasm::types::{BufferType, MapType};
 use crate::host::{self, SharedData};
 use crate::metrics;
 use crate::registry::Registry;
+use crate::webhook;
 
 /// Where a request is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,6 +238,7 @@ pub(crate) fn log_events(flow: &mut Flow) {
 pub(crate) fn log_event(event: &Event) {
     log::info!("detour-event {}", event.to_json());
     metrics::emit(&telemetry::for_event(event));
+    webhook::push(event);
 }
 
 /// The headers of a dispatched answer that may go to the client: no pseudo-headers, no

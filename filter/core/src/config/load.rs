@@ -14,7 +14,8 @@ use super::budgets;
 use super::providers;
 use super::walk::{index, join, Diagnostic, Diags, Section};
 use super::{
-    Config, Deployment, Fallbacks, Group, HealthChecks, ProbeKind, Secret, Settings, DEFAULT_STAGES,
+    Config, Deployment, Fallbacks, Group, HealthChecks, ProbeKind, Secret, Settings, Webhook,
+    WebhookFormat, DEFAULT_STAGES,
 };
 use crate::cluster::Upstream;
 
@@ -97,7 +98,8 @@ const MODEL_INFO_KEYS: [&str; 6] = [
     "max_output_tokens",
 ];
 
-const DETOUR_KEYS: [&str; 12] = [
+const DETOUR_KEYS: [&str; 13] = [
+    "events",
     "health_checks",
     "budgets",
     "admin",
@@ -199,6 +201,7 @@ fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>, diags: &mut Diags) ->
         |raw: &str, path: &str, diags: &mut Diags| resolve_secret_ref(raw, path, env, diags);
     let admin = budgets::read_admin(detour.as_ref(), &mut resolve, diags);
     let health_checks = read_health_checks(&top, detour.as_ref(), diags);
+    let webhook = read_webhook(detour.as_ref(), env, diags);
 
     Some(Config {
         deployments,
@@ -209,6 +212,92 @@ fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>, diags: &mut Diags) ->
         budgets,
         admin,
         health_checks,
+        webhook,
+    })
+}
+
+/// `detour.events.webhook: {url, format, batch_max, flush_interval, buffer_max}`.
+fn read_webhook(
+    detour: Option<&Section<'_>>,
+    env: &dyn Fn(&str) -> Option<String>,
+    diags: &mut Diags,
+) -> Option<Webhook> {
+    let events = detour.and_then(|d| {
+        d.get("events")
+            .and_then(|v| Section::of(v, d.path_of("events"), diags))
+    })?;
+    for key in events.unknown_keys(&["webhook"]) {
+        diags.error(
+            &events.path_of(key),
+            "unknown events setting (known: webhook)",
+        );
+    }
+    let hook = events
+        .get("webhook")
+        .and_then(|v| Section::of(v, events.path_of("webhook"), diags))?;
+    let known = ["url", "format", "batch_max", "flush_interval", "buffer_max"];
+    for key in hook.unknown_keys(&known) {
+        diags.error(
+            &hook.path_of(key),
+            format!("unknown webhook setting (known: {})", known.join(", ")),
+        );
+    }
+    let Some(raw) = hook.string("url", diags) else {
+        diags.error(
+            &hook.path_of("url"),
+            "is required (os.environ/NAME keeps a Slack hook's token out of the file)",
+        );
+        return None;
+    };
+    let url = resolve_secret_ref(&raw, &hook.path_of("url"), env, diags)?;
+    let text = url.expose();
+    let path_at = text.find("://").and_then(|i| {
+        text.get(i + 3..)
+            .and_then(|rest| rest.find('/'))
+            .map(|slash| i + 3 + slash)
+    });
+    let (base, path) = match path_at {
+        Some(at) => text.split_at(at),
+        None => (text, "/"),
+    };
+    let upstream = match Upstream::parse(base) {
+        Ok(up) => up,
+        Err(reason) => {
+            // The URL may be secret: name the field, not the value.
+            diags.error(
+                &hook.path_of("url"),
+                format!("is not a usable URL: it {reason}"),
+            );
+            return None;
+        }
+    };
+    let format = match hook.string("format", diags).as_deref() {
+        None | Some("json") => WebhookFormat::Json,
+        Some("slack") => WebhookFormat::Slack,
+        Some(other) => {
+            diags.error(
+                &hook.path_of("format"),
+                format!("{other:?} is not a format (json or slack)"),
+            );
+            WebhookFormat::Json
+        }
+    };
+    let batch_max = hook.u64("batch_max", diags).unwrap_or(50).clamp(1, 1000) as usize;
+    let buffer_max = hook
+        .u64("buffer_max", diags)
+        .unwrap_or(1000)
+        .clamp(1, 100_000) as usize;
+    let flush_interval_ms = hook
+        .duration_ms("flush_interval", diags)
+        .unwrap_or(5_000)
+        .max(100);
+    Some(Webhook {
+        upstream,
+        path: Secret::new(path.to_string(), url.source.clone()),
+        format,
+        batch_max,
+        flush_interval_ms,
+        buffer_max,
     })
 }
 

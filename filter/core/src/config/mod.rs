@@ -21,6 +21,7 @@ pub use crate::budget::{Limit, Scope};
 use crate::cluster::Upstream;
 use crate::price::Price;
 pub use crate::probe::{HealthChecks, ProbeKind};
+pub use crate::webhook::{Format as WebhookFormat, Webhook};
 
 /// Index of a deployment in [`Config::deployments`].
 pub type DeploymentIdx = usize;
@@ -44,6 +45,8 @@ pub struct Config {
     pub admin: Option<Admin>,
     /// Active health checks.
     pub health_checks: HealthChecks,
+    /// Where events are posted, if anywhere.
+    pub webhook: Option<Webhook>,
 }
 
 /// Every configured budget.

@@ -97,7 +97,7 @@ pub fn render(
                 socket_address(&opts.admin.ip().to_string(), opts.admin.port()),
             )]),
         ),
-                ("stats_config", stats_config()),
+        ("stats_config", stats_config()),
         (
             "static_resources",
             map([
@@ -173,6 +173,13 @@ fn clusters_of(config: &Config) -> Result<BTreeMap<String, Upstream>, Vec<Diagno
                     });
                 }
             }
+        }
+    }
+    // The events webhook is reached through a cluster too (the filter posts by dispatch).
+    if let Some(webhook) = &config.webhook {
+        let up = &webhook.upstream;
+        if let Entry::Vacant(slot) = by_name.entry(up.cluster.clone()) {
+            slot.insert((usize::MAX, up.clone()));
         }
     }
     if errors.is_empty() {
