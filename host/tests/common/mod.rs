@@ -52,7 +52,7 @@ pub fn opts() -> RenderOptions {
 
 /// Every `os.environ/NAME` resolves to a dummy key.
 pub fn fake_env(_name: &str) -> Option<String> {
-    Some("sk-test".into())
+    Some("sk-test-value-for-every-env-var".into())
 }
 
 /// Loads `text` (env: [`fake_env`]) and renders it.
