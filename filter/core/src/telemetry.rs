@@ -66,6 +66,9 @@ pub fn stats_tags() -> Vec<(&'static str, String)> {
 /// tag (`;` and `=`).
 pub fn name(base: &str, labels: &[(&str, &str)]) -> String {
     let mut out = base.to_string();
+    if !labels.is_empty() {
+        out.push('.');
+    }
     for (key, value) in labels {
         let value: String = value
             .chars()
@@ -77,7 +80,6 @@ pub fn name(base: &str, labels: &[(&str, &str)]) -> String {
                 }
             })
             .collect();
-        out.push('.');
         out.push_str(key);
         out.push_str("=.=");
         out.push_str(if value.is_empty() { "none" } else { &value });
