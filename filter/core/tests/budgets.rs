@@ -170,3 +170,44 @@ fn a_halt_holds_until_its_budget_is_raised_and_a_manual_one_until_resumed() {
     assert_eq!(halt::read(&store).unwrap(), None);
     assert!(!halt::clear(&mut store).unwrap());
 }
+
+/// One request through the flow, settled with `usage`: (deployment sent to, or the refusal status).
+fn serve_once(
+    config: &detour_core::config::Config,
+    store: &mut MemoryStore,
+    stage: &str,
+    usage: detour_core::usage::Usage,
+) -> Result<String, u16> {
+    use detour_core::flow::{Answer, Flow, Step, Verdict};
+    let request = common::chat(config, None);
+    let mut flow = Flow::start(config, request, Some(stage), NOW, 1).unwrap();
+    match flow.poll(config, store, NOW) {
+        Step::Send(send) => {
+            let answer = Answer { status: Some(200), ..Answer::default() };
+            assert!(matches!(flow.on_answer(config, store, NOW, answer), Verdict::Deliver(_)));
+            flow.settle(config, store, NOW, Some(usage));
+            Ok(send.deployment_id)
+        }
+        Step::Respond(response) => Err(response.status),
+        Step::Wait(_) => panic!("no waits expected"),
+    }
+}
+
+#[test]
+fn a_tag_at_100_percent_uses_its_overrun_group_and_is_still_charged() {
+    let config = common::load_ok(
+        "model_list:\n\
+         \x20 - model_name: g\n    litellm_params: {model: openai/a, api_base: http://127.0.0.1:1/a/v1, input_cost_per_token: 0.001, output_cost_per_token: 0.001}\n\
+         \x20 - model_name: cheap\n    litellm_params: {model: openai/b, api_base: http://127.0.0.1:1/b/v1, input_cost_per_token: 0, output_cost_per_token: 0}\n\
+         detour:\n  stages: {Spec: g}\n  budgets:\n    default_max_tokens: 1\n    tags: {Spec: 0.1}\n    tag_overrun: {Spec: cheap}\n",
+    )
+    .config;
+    let mut store = MemoryStore::default();
+    let big = detour_core::usage::Usage { prompt_tokens: 100, completion_tokens: 0, cached_prompt_tokens: 0 };
+    // $0.10 of $0.10: the tag is used up ...
+    assert_eq!(serve_once(&config, &mut store, "Spec", big), Ok("g/openai/a".to_string()));
+    // ... so Spec requests go to the overrun group instead of failing.
+    assert_eq!(serve_once(&config, &mut store, "Spec", big), Ok("cheap/openai/b".to_string()));
+    let tag = config.budgets.tag_limit("Spec").unwrap();
+    assert_eq!(budget::account(&store, tag, NOW).unwrap().spent, 100_000_000);
+}
