@@ -9,7 +9,7 @@
 #   4. cargo test --workspace                                   (native)
 #   5. scripts/build-wasm.sh --clippy                           (wasm32-wasip1)
 #   6. scripts/build-wasm.sh                                    (-> target/detour.wasm)
-#   7. pytest examples/mock-provider tests/e2e                  (Python suites, real Envoy)
+#   7. pytest examples/mock-provider tests/e2e tests/deploy     (Python suites, real Envoy)
 #
 # PYTEST_ARGS go to pytest (e.g. `-k streaming -x`). The tests get DETOUR_ROOT,
 # DETOUR_WASM and ENVOY_BIN in their environment. On failure the script exits with the
@@ -68,7 +68,7 @@ if [[ ! -x "${DETOUR_VENV}/bin/pytest" ]]; then
     echo "test.sh: ${DETOUR_VENV}/bin/pytest missing: run scripts/bootstrap.sh" >&2
     exit 1
 fi
-step "pytest (mock-provider, e2e)" \
-    "${DETOUR_VENV}/bin/pytest" -q -p no:cacheprovider examples/mock-provider tests/e2e "$@"
+step "pytest (mock-provider, e2e, deploy)" \
+    "${DETOUR_VENV}/bin/pytest" -q -p no:cacheprovider examples/mock-provider tests/e2e tests/deploy "$@"
 
 printf '\ntest.sh: all %d steps ok in %ds\n' "${total_steps}" "$((SECONDS - started))"
