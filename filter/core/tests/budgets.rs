@@ -183,8 +183,14 @@ fn serve_once(
     let mut flow = Flow::start(config, request, Some(stage), NOW, 1).unwrap();
     match flow.poll(config, store, NOW) {
         Step::Send(send) => {
-            let answer = Answer { status: Some(200), ..Answer::default() };
-            assert!(matches!(flow.on_answer(config, store, NOW, answer), Verdict::Deliver(_)));
+            let answer = Answer {
+                status: Some(200),
+                ..Answer::default()
+            };
+            assert!(matches!(
+                flow.on_answer(config, store, NOW, answer),
+                Verdict::Deliver(_)
+            ));
             flow.settle(config, store, NOW, Some(usage));
             Ok(send.deployment_id)
         }
@@ -203,11 +209,24 @@ fn a_tag_at_100_percent_uses_its_overrun_group_and_is_still_charged() {
     )
     .config;
     let mut store = MemoryStore::default();
-    let big = detour_core::usage::Usage { prompt_tokens: 100, completion_tokens: 0, cached_prompt_tokens: 0 };
+    let big = detour_core::usage::Usage {
+        prompt_tokens: 100,
+        completion_tokens: 0,
+        cached_prompt_tokens: 0,
+    };
     // $0.10 of $0.10: the tag is used up ...
-    assert_eq!(serve_once(&config, &mut store, "Spec", big), Ok("g/openai/a".to_string()));
+    assert_eq!(
+        serve_once(&config, &mut store, "Spec", big),
+        Ok("g/openai/a".to_string())
+    );
     // ... so Spec requests go to the overrun group instead of failing.
-    assert_eq!(serve_once(&config, &mut store, "Spec", big), Ok("cheap/openai/b".to_string()));
+    assert_eq!(
+        serve_once(&config, &mut store, "Spec", big),
+        Ok("cheap/openai/b".to_string())
+    );
     let tag = config.budgets.tag_limit("Spec").unwrap();
-    assert_eq!(budget::account(&store, tag, NOW).unwrap().spent, 100_000_000);
+    assert_eq!(
+        budget::account(&store, tag, NOW).unwrap().spent,
+        100_000_000
+    );
 }
