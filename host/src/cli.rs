@@ -2,7 +2,9 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::cmd::{envoy::EnvoyArgs, validate::ValidateArgs};
+use crate::cmd::check::CheckArgs;
+use crate::cmd::report::ReportArgs;
+use crate::cmd::{envoy::EnvoyArgs, serve::ServeArgs, validate::ValidateArgs};
 
 /// detour: LLM routing and fallback inside Envoy, configured by one LiteLLM-style file.
 #[derive(Debug, Parser)]
@@ -20,4 +22,10 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Render the complete Envoy bootstrap (YAML) that runs detour with a config file.
     Envoy(EnvoyArgs),
+    /// Run the filter on detour's own proxy-wasm host (wasmtime) as an HTTP proxy.
+    Serve(ServeArgs),
+    /// Verify a config against the seed's policy (V-2201..V-2204) and write the report.
+    Check(CheckArgs),
+    /// Write the evidence (budget, fallback, recovery reports and an HTML page) from detour's events.
+    Report(ReportArgs),
 }

@@ -17,3 +17,12 @@ pub const CONFIG_INVALID: u8 = 3;
 
 /// A file could not be read or written (the config, `-o` output, stdout).
 pub const IO: u8 = 4;
+
+/// `detour serve` could not start: the filter module does not compile or instantiate,
+/// its start-up trapped, or a listener could not be bound. (A filter that rejects its
+/// configuration is [`CONFIG_INVALID`].)
+pub const SERVE_FAILED: u8 = 5;
+
+/// `detour check`: the config loads but breaks a rule of the policy (a FAIL finding);
+/// the summary and the report name each one. Warnings alone exit [`OK`].
+pub const CHECK_FAILED: u8 = 6;

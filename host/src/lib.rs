@@ -4,7 +4,9 @@
 //! everything; this crate is what turns it into something that runs:
 //!
 //! - `detour validate CONFIG` loads it exactly as the filter will and prints what is wrong;
-//! - `detour envoy CONFIG` renders the complete Envoy bootstrap that runs the filter.
+//! - `detour envoy CONFIG` renders the complete Envoy bootstrap that runs the filter;
+//! - `detour serve --config CONFIG` runs the filter on detour's own proxy-wasm host
+//!   ([`serve`], on the `detour-host` crate) with the Envoy behaviour it relies on.
 //!
 //! Each subcommand is a module under [`cmd`]. Output goes through the writers passed to
 //! [`run`], never straight to the process's stdout, so tests capture it. Exit statuses
@@ -15,6 +17,7 @@ pub mod cmd;
 pub mod config_file;
 pub mod error;
 pub mod exit_codes;
+pub mod serve;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -28,6 +31,9 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<ExitCod
     let status = match cli.command {
         Command::Validate(args) => cmd::validate::run(&args, out, err)?,
         Command::Envoy(args) => cmd::envoy::run(&args, out, err)?,
+        Command::Check(args) => cmd::check::run(&args, out, err)?,
+        Command::Report(args) => cmd::report::run(&args, out, err)?,
+        Command::Serve(args) => cmd::serve::run(&args, out, err)?,
     };
     Ok(ExitCode::from(status))
 }

@@ -20,8 +20,9 @@ fn main() -> ExitCode {
             };
         }
     };
-    let mut out = io::stdout().lock();
-    let mut err = io::stderr().lock();
+    // Not locked for the whole run: `detour serve`'s worker threads log to stderr too.
+    let mut out = io::stdout();
+    let mut err = io::stderr();
     let result = detour::run(cli, &mut out, &mut err);
     let flushed = out.flush();
     match result {

@@ -1,8 +1,11 @@
-"""Fixtures of the end-to-end suite: one mock provider and one Envoy (concurrency 2, the
-compiled filter, the rules config) per test session, started and stopped here."""
+"""Fixtures of the end-to-end suite: every scenario runs on both hosts, real Envoy and
+`detour serve` (detour's own proxy-wasm host). For each host: one mock provider and one
+proxy (two workers, the compiled filter, the rules config) per session, started and
+stopped here. `DETOUR_E2E_HOSTS=serve` (or `envoy`) runs one host only."""
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from pathlib import Path
@@ -12,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness import EnvoyWithDetour, MockProvider, new_workdir, remove_workdir  # noqa: E402
+from harness import HOSTS, MockProvider, new_workdir, remove_workdir  # noqa: E402
 
 E2E_KEY = "sk-detour-e2e-secret-7f3a"
 CONFIGS = Path(__file__).parent / "configs"
@@ -25,9 +28,30 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
+def selected_hosts() -> list[str]:
+    wanted = os.environ.get("DETOUR_E2E_HOSTS", "")
+    names = [n.strip() for n in wanted.split(",") if n.strip()] or sorted(HOSTS)
+    unknown = [n for n in names if n not in HOSTS]
+    if unknown:
+        raise pytest.UsageError(f"DETOUR_E2E_HOSTS: unknown host(s) {unknown}; known: {sorted(HOSTS)}")
+    return names
+
+
+@pytest.fixture(scope="session", params=selected_hosts())
+def host_name(request) -> str:
+    """Which host this run of the scenarios is on: `envoy` or `serve`."""
+    return request.param
+
+
 @pytest.fixture(scope="session")
-def workdir():
-    path = new_workdir("session-")
+def host_class(host_name):
+    """The harness class that starts the host (`EnvoyWithDetour` or `DetourServe`)."""
+    return HOSTS[host_name]
+
+
+@pytest.fixture(scope="session")
+def workdir(host_name):
+    path = new_workdir(f"{host_name}-")
     yield path
     remove_workdir(path)
 
@@ -45,19 +69,26 @@ def render_config(name: str, mock: MockProvider) -> str:
 
 
 @pytest.fixture(scope="session")
-def envoy(workdir, mock):
-    proxy = EnvoyWithDetour(workdir / "rules", render_config("rules.yaml", mock), env={"DETOUR_E2E_KEY": E2E_KEY})
+def proxy(workdir, mock, host_class):
+    """The host under test with the rules config (Envoy or `detour serve`)."""
+    started = host_class(workdir / "rules", render_config("rules.yaml", mock), env={"DETOUR_E2E_KEY": E2E_KEY})
     (workdir / "rules").mkdir()
-    proxy.start()
-    yield proxy
-    proxy.stop()
+    started.start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="session")
+def envoy(proxy):
+    """The name the scenarios use for the proxy: whichever host this run is on."""
+    return proxy
 
 
 @pytest.fixture
-def client(envoy):
+def client(proxy):
     """A plain HTTP client for the detour listener. Fresh connections per request, so
-    requests spread over Envoy's workers."""
-    with httpx.Client(base_url=envoy.url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0)) as c:
+    requests spread over the proxy's workers."""
+    with httpx.Client(base_url=proxy.url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0)) as c:
         yield c
 
 

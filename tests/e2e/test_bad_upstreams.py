@@ -5,7 +5,6 @@ import httpx
 import pytest
 
 from conftest import chat, render_config
-from harness import EnvoyWithDetour
 from test_budgets import ADMIN_TOKEN
 
 PRICE_IN, PRICE_OUT = 100_000, 200_000  # nano-dollars per token
@@ -13,9 +12,9 @@ ANSWER = 10 * PRICE_IN + 5 * PRICE_OUT  # the mock's default usage
 
 
 @pytest.fixture(scope="module")
-def proxy(workdir, mock):
+def proxy(workdir, mock, host_class):
     (workdir / "bad").mkdir()
-    proxy = EnvoyWithDetour(workdir / "bad", render_config("budgets.yaml", mock), env={"DETOUR_ADMIN_TOKEN": ADMIN_TOKEN}).start()
+    proxy = host_class(workdir / "bad", render_config("budgets.yaml", mock), env={"DETOUR_ADMIN_TOKEN": ADMIN_TOKEN}).start()
     yield proxy
     proxy.stop()
 

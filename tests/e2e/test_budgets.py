@@ -1,4 +1,4 @@
-"""Budgets, RPM/TPM and the human gate against real Envoy (two workers)."""
+"""Budgets, RPM/TPM and the human gate, on each host (two workers)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import openai
 import pytest
 
 from conftest import chat, render_config
-from harness import EnvoyWithDetour
 
 ADMIN_TOKEN = "detour-admin-token-for-e2e-0001"
 NANOS = 1_000_000_000
@@ -18,15 +17,15 @@ NANOS = 1_000_000_000
 ANSWER_NANOS = 10 * 100_000 + 5 * 200_000
 
 
-def start(workdir, mock, name: str) -> EnvoyWithDetour:
+def start(workdir, mock, name: str, host_class):
     (workdir / name).mkdir()
-    proxy = EnvoyWithDetour(workdir / name, render_config(f"{name}.yaml", mock), env={"DETOUR_ADMIN_TOKEN": ADMIN_TOKEN})
+    proxy = host_class(workdir / name, render_config(f"{name}.yaml", mock), env={"DETOUR_ADMIN_TOKEN": ADMIN_TOKEN})
     return proxy.start()
 
 
 @pytest.fixture(scope="module")
-def proxy(workdir, mock):
-    proxy = start(workdir, mock, "budgets")
+def proxy(workdir, mock, host_class):
+    proxy = start(workdir, mock, "budgets", host_class)
     yield proxy
     proxy.stop()
 
@@ -157,8 +156,8 @@ def test_the_admin_api_refuses_a_missing_or_wrong_token_and_says_nothing(proxy):
     assert status(proxy)["halted"] is False
 
 
-def test_110_percent_of_a_halting_scope_stops_everything_until_a_human_resumes(workdir, mock):
-    proxy = start(workdir, mock, "halt")
+def test_110_percent_of_a_halting_scope_stops_everything_until_a_human_resumes(workdir, mock, host_class):
+    proxy = start(workdir, mock, "halt", host_class)
     try:
         mock.script(
             "halt-work",

@@ -8,13 +8,12 @@ import httpx
 import pytest
 
 from conftest import chat, render_config
-from harness import EnvoyWithDetour
 
 
 @pytest.fixture(scope="module")
-def proxy(workdir, mock):
+def proxy(workdir, mock, host_class):
     (workdir / "recovery").mkdir()
-    proxy = EnvoyWithDetour(workdir / "recovery", render_config("recovery.yaml", mock)).start()
+    proxy = host_class(workdir / "recovery", render_config("recovery.yaml", mock)).start()
     yield proxy
     proxy.stop()
 

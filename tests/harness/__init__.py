@@ -4,6 +4,8 @@
 - `EnvoyWithDetour`: real Envoy 1.40 with the compiled filter, from a bootstrap rendered by
   `detour envoy` from the same config file the filter reads (what users get is what is
   tested). Listener and admin bind port 0; the ports are read back from Envoy's admin.
+- `DetourServe`: the same filter on detour's own host (`detour serve`), same interface:
+  the e2e suite runs every scenario on both. Ports are read from its `--ready-file`.
 
 Every process is started here and stopped here, by its PID, with bounded waits.
 """
@@ -137,6 +139,8 @@ def envoy_binary() -> Path:
 class EnvoyWithDetour:
     """Real Envoy with the detour filter, configured from one config file."""
 
+    name = "envoy"
+
     def __init__(self, workdir: Path, config_text: str, env: dict[str, str] | None = None, concurrency: int = 2):
         self.workdir = workdir
         self.config_text = config_text
@@ -211,20 +215,7 @@ class EnvoyWithDetour:
 
     def events_by_thread(self) -> list[tuple[str, dict]]:
         """(Envoy thread id, event) for each `detour-event` line: which worker wrote it."""
-        out = []
-        for line in self.log_text().splitlines():
-            marker = "detour-event "
-            idx = line.find(marker)
-            if idx < 0:
-                continue
-            # Envoy's default format: [time][thread][level][component] ...
-            fields = line.split("][")
-            thread = fields[1] if len(fields) > 1 else ""
-            try:
-                out.append((thread, json.loads(line[idx + len(marker):])))
-            except json.JSONDecodeError:
-                pass
-        return out
+        return _events_by_thread(self.log_text())
 
     def stats(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/stats", timeout=5) as resp:
@@ -239,3 +230,89 @@ def new_workdir(prefix: str) -> Path:
 
 def remove_workdir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+class DetourServe:
+    """`detour serve` (detour's own proxy-wasm host) with the detour filter, configured
+    from one config file: the same interface as `EnvoyWithDetour`."""
+
+    name = "serve"
+
+    def __init__(self, workdir: Path, config_text: str, env: dict[str, str] | None = None, concurrency: int = 2):
+        self.workdir = workdir
+        self.config_text = config_text
+        self.env = env or {}
+        self.concurrency = concurrency
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+        self.admin_port = 0
+
+    def start(self, wait_ready: bool = True) -> "DetourServe":
+        config = self.workdir / "detour.yaml"
+        config.write_text(self.config_text)
+        self.log = self.workdir / "serve.log"
+        ready_file = self.workdir / "serve.ready"
+        ready_file.unlink(missing_ok=True)
+        cmd = [
+            str(detour_binary()), "serve", "--config", str(config),
+            "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+            "--workers", str(self.concurrency), "--wasm", str(wasm_path()),
+            "--ready-file", str(ready_file),
+        ]
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
+        if not wait_ready:
+            return self
+        text = _wait_for(lambda: ready_file.exists() and ready_file.read_text().strip(), 60, "detour serve ready", self.proc, self.log)
+        ready = json.loads(text)
+        self.port = int(ready["listen"].rsplit(":", 1)[1])
+        self.admin_port = int(ready["admin"].rsplit(":", 1)[1])
+        return self
+
+    def wait_exit(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def events(self) -> list[dict]:
+        """The filter's `detour-event` JSON lines, in log order."""
+        return [event for _, event in self.events_by_thread()]
+
+    def events_by_thread(self) -> list[tuple[str, dict]]:
+        """(worker, event) for each `detour-event` line; serve's lines use Envoy's
+        format, `[time][worker_N][level][component] ...`."""
+        return _events_by_thread(self.log_text())
+
+    def stats(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/stats", timeout=5) as resp:
+            return resp.read().decode()
+
+
+def _events_by_thread(text: str) -> list[tuple[str, dict]]:
+    out = []
+    for line in text.splitlines():
+        marker = "detour-event "
+        idx = line.find(marker)
+        if idx < 0:
+            continue
+        # Envoy's default format (and serve's): [time][thread][level][component] ...
+        fields = line.split("][")
+        thread = fields[1] if len(fields) > 1 else ""
+        try:
+            out.append((thread, json.loads(line[idx + len(marker):])))
+        except json.JSONDecodeError:
+            pass
+    return out
+
+
+#: The hosts every end-to-end scenario runs on, by name.
+HOSTS = {"envoy": EnvoyWithDetour, "serve": DetourServe}
