@@ -251,6 +251,7 @@ class DetourServe:
         config = self.workdir / "detour.yaml"
         config.write_text(self.config_text)
         self.log = self.workdir / "serve.log"
+        self.events_file = self.workdir / "events.jsonl"
         ready_file = self.workdir / "serve.ready"
         ready_file.unlink(missing_ok=True)
         cmd = [
@@ -258,6 +259,7 @@ class DetourServe:
             "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
             "--workers", str(self.concurrency), "--wasm", str(wasm_path()),
             "--ready-file", str(ready_file),
+            "--events", str(self.events_file),
         ]
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env})

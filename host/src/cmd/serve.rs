@@ -42,6 +42,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     pub ready_file: Option<PathBuf>,
 
+    /// Append every detour event (one JSON object per line) to FILE: the input of
+    /// `detour report`. Events also go to the log either way.
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+
     /// Linear memory cap of each filter VM, MiB.
     #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub vm_memory_mib: u32,
@@ -98,6 +103,7 @@ pub fn run(args: &ServeArgs, _out: &mut dyn Write, err: &mut dyn Write) -> Resul
         },
         log_level: args.log_level,
         drain_timeout: Duration::from_secs(args.drain_secs),
+        events_file: args.events.clone(),
     };
     match serve::run(&opts) {
         Ok(()) => Ok(exit_codes::OK),

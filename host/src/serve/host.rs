@@ -242,6 +242,7 @@ impl Timers for WorkerHost {
 
 impl Log for WorkerHost {
     fn log(&mut self, level: LogLevel, _context_id: u32, message: &str) {
+        self.log.record_event(message);
         self.log.log(
             level,
             "wasm",

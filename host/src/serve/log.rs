@@ -6,16 +6,22 @@
 //! per line, so lines from different threads never interleave and a reader sees each
 //! line as soon as it is written.
 
+use std::fs::File;
 use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use detour_host::LogLevel;
+
+/// The event file (`--events`): every `detour-event` JSON line, appended as it is logged.
+pub type EventSink = Arc<Mutex<File>>;
 
 /// Where log lines go, and the least level written.
 #[derive(Debug, Clone)]
 pub struct Logger {
     thread: String,
     level: LogLevel,
+    events: Option<EventSink>,
 }
 
 impl Logger {
@@ -24,7 +30,35 @@ impl Logger {
         Logger {
             thread: thread.into(),
             level,
+            events: None,
         }
+    }
+
+    /// Also appends the filter's events (`detour-event {json}` lines) to `sink`, one JSON
+    /// object per line: the event log `detour report` reads.
+    pub fn with_events(mut self, sink: Option<EventSink>) -> Self {
+        self.events = sink;
+        self
+    }
+
+    /// Writes the event in a filter log message, if it carries one, to the event file.
+    pub fn record_event(&self, message: &str) {
+        const MARKER: &str = "detour-event ";
+        let Some(sink) = &self.events else { return };
+        let Some(json) = message
+            .find(MARKER)
+            .and_then(|at| message.get(at + MARKER.len()..))
+        else {
+            return;
+        };
+        let line = format!("{}\n", json.trim_end());
+        // One write per line under the lock: lines from workers never interleave. A
+        // poisoned lock (a writer panicked) still holds a usable file.
+        let mut file = match sink.lock() {
+            Ok(file) => file,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let _ = file.write_all(line.as_bytes());
     }
 
     /// The least level written.

@@ -65,6 +65,8 @@ pub struct ServeOptions {
     pub log_level: LogLevel,
     /// How long shutdown waits for requests in flight.
     pub drain_timeout: Duration,
+    /// Appends every `detour-event` JSON line here (the log `detour report` reads).
+    pub events_file: Option<PathBuf>,
 }
 
 /// How `detour serve` ended.
@@ -175,7 +177,8 @@ fn spawn_worker(
 ) -> Result<WorkerThread, ServeError> {
     let (tx, mut inbox) = mpsc::unbounded_channel::<WorkerMsg>();
     let own_inbox = tx.clone();
-    let log = Logger::new(format!("worker_{index}"), opts.log_level);
+    let log =
+        Logger::new(format!("worker_{index}"), opts.log_level).with_events(common.events.clone());
     let drain = opts.drain_timeout;
     let thread = std::thread::Builder::new()
         .name(format!("worker_{index}"))
@@ -304,6 +307,21 @@ async fn serve_with_engine(
         .local_addr()
         .map_err(|e| ServeError::Bind(e.to_string()))?;
 
+    let events = match &opts.events_file {
+        Some(path) => Some(Arc::new(std::sync::Mutex::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| {
+                    ServeError::Io(format!(
+                        "cannot open the event file {}: {e}",
+                        path.display()
+                    ))
+                })?,
+        ))),
+        None => None,
+    };
     let shared = Shared::default();
     let stats = Arc::new(Stats::default());
     let settings = Arc::new(HttpSettings {
@@ -319,6 +337,7 @@ async fn serve_with_engine(
             shared: shared.clone(),
             stats: stats.clone(),
             settings: settings.clone(),
+            events: events.clone(),
         };
         workers.push(spawn_worker(
             index,

@@ -195,6 +195,8 @@ pub struct Common {
     pub stats: Arc<Stats>,
     /// HTTP limits.
     pub settings: Arc<HttpSettings>,
+    /// The event file, if `--events` names one.
+    pub events: Option<crate::serve::log::EventSink>,
 }
 
 /// One worker thread's state.
