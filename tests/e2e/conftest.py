@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from harness import HOSTS, MockProvider, new_workdir, remove_workdir  # noqa: E402
 
 E2E_KEY = "sk-detour-e2e-secret-7f3a"
+ADMIN_TOKEN = "detour-admin-token-for-e2e-0001"
 CONFIGS = Path(__file__).parent / "configs"
 
 
@@ -71,7 +72,7 @@ def render_config(name: str, mock: MockProvider) -> str:
 @pytest.fixture(scope="session")
 def proxy(workdir, mock, host_class):
     """The host under test with the rules config (Envoy or `detour serve`)."""
-    started = host_class(workdir / "rules", render_config("rules.yaml", mock), env={"DETOUR_E2E_KEY": E2E_KEY})
+    started = host_class(workdir / "rules", render_config("rules.yaml", mock), env={"DETOUR_E2E_KEY": E2E_KEY, "DETOUR_ADMIN_TOKEN": ADMIN_TOKEN})
     (workdir / "rules").mkdir()
     started.start()
     yield started
