@@ -9,7 +9,9 @@
 #   4. cargo test --workspace                                   (native)
 #   5. scripts/build-wasm.sh --clippy                           (wasm32-wasip1)
 #   6. scripts/build-wasm.sh                                    (-> target/detour.wasm)
-#   7. pytest examples/mock-provider tests/e2e tests/deploy     (Python suites, real Envoy)
+#   7. scripts/check-wasm-imports.sh                            (imports = filter/wasm/imports.allow)
+#   8. scripts/fuzz-smoke.sh                                    (every cargo-fuzz target, ~15 s each)
+#   9. pytest examples/mock-provider tests/e2e tests/deploy     (Python suites, real Envoy)
 #
 # PYTEST_ARGS go to pytest (e.g. `-k streaming -x`). The tests get DETOUR_ROOT,
 # DETOUR_WASM and ENVOY_BIN in their environment. On failure the script exits with the
@@ -28,7 +30,7 @@ if [[ -x "${rustup_bin}/cargo" ]]; then
     PATH="${rustup_bin}:${PATH}"
 fi
 
-readonly total_steps=7
+readonly total_steps=9
 step_no=0
 started=${SECONDS}
 
@@ -63,6 +65,8 @@ step "cargo clippy (native)" cargo clippy --workspace --all-targets -- -D warnin
 step "cargo test (native)" cargo test --workspace
 step "clippy (wasm32-wasip1)" "${scripts_dir}/build-wasm.sh" --clippy
 step "build target/detour.wasm" "${scripts_dir}/build-wasm.sh"
+step "wasm imports (allow-list)" "${scripts_dir}/check-wasm-imports.sh"
+step "fuzz smoke (cargo-fuzz)" "${scripts_dir}/fuzz-smoke.sh"
 
 if [[ ! -x "${DETOUR_VENV}/bin/pytest" ]]; then
     echo "test.sh: ${DETOUR_VENV}/bin/pytest missing: run scripts/bootstrap.sh" >&2

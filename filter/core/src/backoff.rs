@@ -14,7 +14,9 @@ pub fn delay_ms(settings: &Settings, retry: u32, seed: u64, retry_after_ms: Opti
     let jitter = if jitter_span == 0 {
         0
     } else {
-        mix(seed ^ u64::from(retry)) % (jitter_span + 1)
+        mix(seed ^ u64::from(retry))
+            .checked_rem(jitter_span.saturating_add(1))
+            .unwrap_or(0)
     };
     let backoff = base.saturating_add(jitter);
     match retry_after_ms {

@@ -97,7 +97,7 @@ impl Account {
         };
         let u64_at = |offset: usize| {
             bytes
-                .get(offset..offset + 8)
+                .get(offset..offset.saturating_add(8))
                 .and_then(|s| <[u8; 8]>::try_from(s).ok())
                 .map(u64::from_le_bytes)
                 .unwrap_or(0)
@@ -236,7 +236,8 @@ pub fn settle<S: Store + ?Sized>(
 
 /// Whether `spent` is at least `percent` % of `limit` (exact integer arithmetic).
 pub fn reached(spent: u64, limit: u64, percent: u32) -> bool {
-    u128::from(spent) * 100 >= u128::from(limit) * u128::from(percent)
+    // u64 × u32 fits in u128: neither product can overflow.
+    u128::from(spent).saturating_mul(100) >= u128::from(limit).saturating_mul(u128::from(percent))
 }
 
 /// A scope's account in the period containing `now` (for status and tag overrun).

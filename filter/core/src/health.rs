@@ -69,7 +69,7 @@ impl Health {
         }
         let u64_at = |offset: usize| -> u64 {
             bytes
-                .get(offset..offset + 8)
+                .get(offset..offset.saturating_add(8))
                 .and_then(|s| <[u8; 8]>::try_from(s).ok())
                 .map(u64::from_le_bytes)
                 .unwrap_or(0)

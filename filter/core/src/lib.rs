@@ -11,6 +11,11 @@
 //! comes in as a seed. The glue (`filter/wasm`) and our host feed it and carry out the
 //! [`flow::Step`]s it returns.
 
+// Arithmetic that can overflow is a panic in debug builds and a silent wrap in release:
+// money and counters saturate, hashing wraps, and every choice is explicit.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
+#![warn(clippy::cast_possible_truncation)]
+
 pub mod admin;
 pub mod backoff;
 pub mod budget;
@@ -22,6 +27,7 @@ pub mod flow;
 pub mod halt;
 pub mod health;
 pub mod meter;
+mod num;
 pub mod period;
 pub mod price;
 pub mod probe;

@@ -59,16 +59,20 @@ impl Period {
 
     /// When the period containing `now` started.
     pub fn start(self, now: UnixMillis) -> UnixMillis {
+        // Every result is at most `now` (a start never lies in the future), so the
+        // saturating operations below never actually saturate.
         let days = now / DAY_MS;
         match self {
-            Period::Day => days * DAY_MS,
+            Period::Day => days.saturating_mul(DAY_MS),
             // 1970-01-01 was a Thursday: Monday-based weekday = (days + 3) % 7.
-            Period::Week => (days - (days + 3) % 7) * DAY_MS,
+            Period::Week => days
+                .saturating_sub(days.saturating_add(3) % 7)
+                .saturating_mul(DAY_MS),
             Period::Month => {
                 let (year, month, _) = civil_from_days(days);
-                days_from_civil(year, month, 1) * DAY_MS
+                days_from_civil(year, month, 1).saturating_mul(DAY_MS)
             }
-            Period::Every(ms) => now - now % ms.max(1),
+            Period::Every(ms) => now.saturating_sub(now.checked_rem(ms).unwrap_or(0)),
         }
     }
 
@@ -81,11 +85,11 @@ impl Period {
             Period::Month => {
                 let (year, month, _) = civil_from_days(start / DAY_MS);
                 let (year, month) = if month == 12 {
-                    (year + 1, 1)
+                    (year.saturating_add(1), 1)
                 } else {
-                    (year, month + 1)
+                    (year, month.saturating_add(1))
                 };
-                days_from_civil(year, month, 1) * DAY_MS
+                days_from_civil(year, month, 1).saturating_mul(DAY_MS)
             }
             Period::Every(ms) => start.saturating_add(ms.max(1)),
         }
@@ -106,16 +110,35 @@ impl fmt::Display for Period {
 }
 
 /// (year, month 1..=12, day 1..=31) of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+///
+/// The arithmetic saturates: for any day a `u64` of milliseconds can name the values stay
+/// far from the limits, and an absurd input gives an absurd date, never a panic.
 pub fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
+    let z = days.saturating_add(719_468);
     let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
+    let doe = z % 146_097; // day of era, 0..=146_096
+    let yoe = doe
+        .saturating_sub(doe / 1460)
+        .saturating_add(doe / 36_524)
+        .saturating_sub(doe / 146_096)
+        / 365; // year of era, 0..=399
+    let doy = doe.saturating_sub(
+        yoe.saturating_mul(365)
+            .saturating_add(yoe / 4)
+            .saturating_sub(yoe / 100),
+    ); // day of year, 0..=365
+    let mp = doy.saturating_mul(5).saturating_add(2) / 153; // 0..=11
+    let day = doy
+        .saturating_sub(mp.saturating_mul(153).saturating_add(2) / 5)
+        .saturating_add(1);
+    let month = if mp < 10 {
+        mp.saturating_add(3)
+    } else {
+        mp.saturating_sub(9)
+    };
+    let year = yoe
+        .saturating_add(era.saturating_mul(400))
+        .saturating_add(u64::from(month <= 2));
     (year, month, day)
 }
 
@@ -127,11 +150,19 @@ pub fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
         year
     };
     let era = y / 400;
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    (era * 146_097 + doe).saturating_sub(719_468)
+    let yoe = y % 400;
+    let mp = month.saturating_add(9) % 12;
+    let doy = (mp.saturating_mul(153).saturating_add(2) / 5)
+        .saturating_add(day)
+        .saturating_sub(1);
+    let doe = yoe
+        .saturating_mul(365)
+        .saturating_add(yoe / 4)
+        .saturating_sub(yoe / 100)
+        .saturating_add(doy);
+    era.saturating_mul(146_097)
+        .saturating_add(doe)
+        .saturating_sub(719_468)
 }
 
 #[cfg(test)]

@@ -56,7 +56,7 @@ pub fn dollars_per_token_to_nanos(dollars: f64) -> Option<u64> {
         return None;
     }
     // In range by the check above: at most 1e9, exact in both f64 and u64.
-    Some((dollars * 1e9).round() as u64)
+    Some(crate::num::round_f64_to_u64(dollars * 1e9))
 }
 
 /// The cost of an answer in nano-dollars: uncached prompt tokens × input price + cached
@@ -68,9 +68,12 @@ pub fn cost_nanos(price: &Price, usage: &Usage) -> u64 {
     let cached = usage.cached_prompt_tokens.min(usage.prompt_tokens);
     let uncached = usage.prompt_tokens.saturating_sub(cached);
     // A u64 × u64 product always fits in a u128; only the sum can saturate.
-    let total = (u128::from(uncached) * u128::from(price.input_nanos))
-        .saturating_add(u128::from(cached) * u128::from(price.cached_input_nanos))
-        .saturating_add(u128::from(usage.completion_tokens) * u128::from(price.output_nanos));
+    let total = u128::from(uncached)
+        .saturating_mul(u128::from(price.input_nanos))
+        .saturating_add(u128::from(cached).saturating_mul(u128::from(price.cached_input_nanos)))
+        .saturating_add(
+            u128::from(usage.completion_tokens).saturating_mul(u128::from(price.output_nanos)),
+        );
     u64::try_from(total).unwrap_or(u64::MAX)
 }
 

@@ -58,8 +58,9 @@ impl Window {
             return Window::default();
         };
         let at = |i: usize| {
+            let start = i.saturating_mul(8).saturating_add(1);
             bytes
-                .get(1 + i * 8..9 + i * 8)
+                .get(start..start.saturating_add(8))
                 .and_then(|s| <[u8; 8]>::try_from(s).ok())
                 .map(u64::from_le_bytes)
                 .unwrap_or(0)
@@ -75,7 +76,7 @@ impl Window {
 
     /// The window as seen at `now`: rolled forward to the minute containing it.
     pub fn at(self, now: UnixMillis) -> Window {
-        let minute = now - now % MINUTE_MS;
+        let minute = now.saturating_sub(now % MINUTE_MS);
         if self.start == minute {
             self
         } else if self.start.saturating_add(MINUTE_MS) == minute {
@@ -99,8 +100,12 @@ impl Window {
     pub fn rate(&self, now: UnixMillis) -> (u64, u64) {
         let remaining = MINUTE_MS.saturating_sub(now.saturating_sub(self.start));
         // Rounded up: the limiter errs on the side of the provider's limit.
+        // remaining ≤ MINUTE_MS, so the result is at most `prev`: it fits in u64.
         let weigh = |prev: u64| {
-            (u128::from(prev) * u128::from(remaining)).div_ceil(u128::from(MINUTE_MS)) as u64
+            ceil_div_u64(
+                u128::from(prev).saturating_mul(u128::from(remaining)),
+                u128::from(MINUTE_MS),
+            )
         };
         (
             weigh(self.prev_requests).saturating_add(self.requests),
@@ -171,9 +176,13 @@ pub fn reconcile<S: Store + ?Sized>(
     update(store, &key(deployment_id), |bytes| {
         let mut window = Window::decode(bytes).at(now);
         window.tokens = if actual > estimate {
-            window.tokens.saturating_add(actual - estimate)
+            window
+                .tokens
+                .saturating_add(actual.saturating_sub(estimate))
         } else {
-            window.tokens.saturating_sub(estimate - actual)
+            window
+                .tokens
+                .saturating_sub(estimate.saturating_sub(actual))
         };
         (Some(window.encode()), ())
     })
@@ -204,17 +213,27 @@ fn fits_at(
         if prev == 0 {
             return now;
         }
-        let allowed = room - cur;
+        let allowed = room.saturating_sub(cur);
         let f_num = prev.saturating_sub(allowed); // f ≥ (prev − allowed) / prev
-        let offset = (u128::from(f_num) * u128::from(MINUTE_MS)).div_ceil(u128::from(prev)) as u64;
+        let offset = ceil_div_u64(
+            u128::from(f_num).saturating_mul(u128::from(MINUTE_MS)),
+            u128::from(prev),
+        );
         return window.start.saturating_add(offset).max(now);
     }
     // In the next minute this minute becomes "previous": cur × (1 − f) ≤ room.
     let next = window.start.saturating_add(MINUTE_MS);
     let f_num = cur.saturating_sub(room);
-    let offset =
-        (u128::from(f_num) * u128::from(MINUTE_MS)).div_ceil(u128::from(cur.max(1))) as u64;
+    let offset = ceil_div_u64(
+        u128::from(f_num).saturating_mul(u128::from(MINUTE_MS)),
+        u128::from(cur.max(1)),
+    );
     next.saturating_add(offset)
+}
+
+/// `⌈num / den⌉` as a `u64`, saturating (a zero `den` reads as 1).
+fn ceil_div_u64(num: u128, den: u128) -> u64 {
+    u64::try_from(num.div_ceil(den.max(1))).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -301,12 +301,12 @@ fn text_chars(value: &Value, depth: u32) -> u64 {
     }
     match value {
         Value::String(s) => s.chars().count() as u64,
-        Value::Array(items) => items
-            .iter()
-            .fold(0u64, |acc, v| acc.saturating_add(text_chars(v, depth + 1))),
-        Value::Object(map) => map
-            .values()
-            .fold(0u64, |acc, v| acc.saturating_add(text_chars(v, depth + 1))),
+        Value::Array(items) => items.iter().fold(0u64, |acc, v| {
+            acc.saturating_add(text_chars(v, depth.saturating_add(1)))
+        }),
+        Value::Object(map) => map.values().fold(0u64, |acc, v| {
+            acc.saturating_add(text_chars(v, depth.saturating_add(1)))
+        }),
         _ => 0,
     }
 }

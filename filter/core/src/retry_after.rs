@@ -1,5 +1,6 @@
 //! `Retry-After` (seconds or an HTTP date) and OpenAI's `retry-after-ms`.
 
+use crate::period;
 use crate::UnixMillis;
 
 /// How long the provider asks us to wait, in milliseconds from `now`.
@@ -13,13 +14,13 @@ pub fn parse(
 ) -> Option<u64> {
     if let Some(ms) = retry_after_ms.and_then(|v| v.trim().parse::<f64>().ok()) {
         if (0.0..1e12).contains(&ms) {
-            return Some(ms.round() as u64);
+            return Some(crate::num::round_f64_to_u64(ms));
         }
     }
     let value = retry_after?.trim();
     if let Ok(secs) = value.parse::<f64>() {
         if (0.0..1e9).contains(&secs) {
-            return Some((secs * 1000.0).round() as u64);
+            return Some(crate::num::round_f64_to_u64(secs * 1000.0));
         }
         return None;
     }
@@ -60,19 +61,13 @@ fn http_date_ms(value: &str) -> Option<UnixMillis> {
     {
         return None;
     }
-    let days = days_from_civil(year, month, day);
-    Some((((days * 24 + hour) * 60 + minute) * 60 + second) * 1000)
-}
-
-/// Days since 1970-01-01 (Howard Hinnant's algorithm), for years ≥ 1970.
-fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y / 400;
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    (era * 146_097 + doe).saturating_sub(719_468)
+    // Years ≤ 9999 keep every product far below u64::MAX; saturating anyway.
+    let seconds = period::days_from_civil(year, month, day)
+        .saturating_mul(86_400)
+        .saturating_add(hour.saturating_mul(3_600))
+        .saturating_add(minute.saturating_mul(60))
+        .saturating_add(second);
+    Some(seconds.saturating_mul(1000))
 }
 
 #[cfg(test)]

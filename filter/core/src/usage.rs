@@ -82,7 +82,7 @@ fn count(value: Option<&Value>) -> Option<Option<u64>> {
         if !(0.0..=MAX_TOKENS as f64).contains(&f) || f.fract() != 0.0 {
             return None;
         }
-        f as u64
+        crate::num::round_f64_to_u64(f)
     };
     (n <= MAX_TOKENS).then_some(Some(n))
 }
@@ -147,9 +147,9 @@ impl SseUsage {
                         if !stripped {
                             out.push(byte);
                         }
-                        start = i + 1;
+                        start = i.saturating_add(1);
                     }
-                    i += 1;
+                    i = i.saturating_add(1);
                     continue;
                 }
             }
@@ -158,21 +158,23 @@ impl SseUsage {
                 self.at_line_start = false;
                 // Fast path: skip the rest of the line's content at once.
                 let rest = chunk.get(i..).unwrap_or_default();
-                i += rest
-                    .iter()
-                    .position(|&b| b == b'\r' || b == b'\n')
-                    .unwrap_or(rest.len());
+                // `i` < `chunk.len()`: the sum is at most `chunk.len()`.
+                i = i.saturating_add(
+                    rest.iter()
+                        .position(|&b| b == b'\r' || b == b'\n')
+                        .unwrap_or(rest.len()),
+                );
                 continue;
             }
             self.after_cr = byte == b'\r';
             if !self.at_line_start {
                 // The end of a non-empty line.
                 self.at_line_start = true;
-                i += 1;
+                i = i.saturating_add(1);
                 continue;
             }
             // An empty line: the event ends with this byte.
-            let end = i + 1;
+            let end = i.saturating_add(1);
             let tail = chunk.get(start..end).unwrap_or_default();
             let stripped = if self.passthrough {
                 self.passthrough = false;
@@ -288,7 +290,7 @@ fn may_have_usage(bytes: &[u8]) -> bool {
     const KEY: &[u8] = b"\"usage\"";
     let mut rest = bytes;
     while let Some(at) = find(rest, KEY) {
-        rest = rest.get(at + KEY.len()..).unwrap_or_default();
+        rest = rest.get(at.saturating_add(KEY.len())..).unwrap_or_default();
         let after = skip_whitespace(rest);
         let Some((&b':', value)) = after.split_first() else {
             continue;
@@ -321,7 +323,7 @@ fn event_data(event: &[u8]) -> Option<Cow<'_, [u8]>> {
         let (field, value) = match line.iter().position(|&b| b == b':') {
             Some(colon) => (
                 line.get(..colon).unwrap_or_default(),
-                line.get(colon + 1..).unwrap_or_default(),
+                line.get(colon.saturating_add(1)..).unwrap_or_default(),
             ),
             None => (line, &[][..]),
         };

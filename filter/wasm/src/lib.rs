@@ -13,9 +13,17 @@
 //!   request with `set_effective_context`.
 //!
 //! **Architecture invariant:** no policy here. Every "what next" is the core's decision;
-//! this crate only translates. The Rust SDK's trait helpers `unwrap()` hostcall results,
-//! so the glue calls `proxy_wasm::hostcalls::*` (which return `Result`) through [`host`].
+//! this crate only translates. The Rust SDK's trait helpers `unwrap()` hostcall results
+//! and its `proxy_wasm::hostcalls` wrappers panic on statuses they do not expect, so the
+//! glue makes every hostcall through its own bindings (`abi.rs`) behind `host.rs`, and
+//! `tests/tidy.rs` keeps it that way.
 
+// Arithmetic that can overflow is a panic in debug builds and a silent wrap in release:
+// money and counters saturate, hashing wraps, and every choice is explicit.
+#![cfg_attr(not(test), deny(clippy::arithmetic_side_effects))]
+#![warn(clippy::cast_possible_truncation)]
+
+mod abi;
 mod host;
 mod http;
 mod metrics;

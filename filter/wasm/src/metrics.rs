@@ -8,8 +8,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use detour_core::telemetry::{Kind, Sample};
-use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
+
+use crate::abi;
 
 thread_local! {
     static IDS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
@@ -22,9 +23,9 @@ pub(crate) fn emit(samples: &[Sample]) {
         let result = match sample.kind {
             Kind::Counter if sample.value == 0 => Ok(()),
             Kind::Counter => {
-                hostcalls::increment_metric(id, i64::try_from(sample.value).unwrap_or(i64::MAX))
+                abi::increment_metric(id, i64::try_from(sample.value).unwrap_or(i64::MAX))
             }
-            Kind::Gauge | Kind::Histogram => hostcalls::record_metric(id, sample.value),
+            Kind::Gauge | Kind::Histogram => abi::record_metric(id, sample.value),
         };
         if let Err(status) = result {
             log::debug!("detour: metric {} not recorded: {status:?}", sample.name);
@@ -43,7 +44,7 @@ fn id_of(sample: &Sample) -> Option<u32> {
             Kind::Gauge => MetricType::Gauge,
             Kind::Histogram => MetricType::Histogram,
         };
-        let id = hostcalls::define_metric(kind, &sample.name).ok()?;
+        let id = abi::define_metric(kind, &sample.name).ok()?;
         ids.insert(sample.name.clone(), id);
         Some(id)
     })

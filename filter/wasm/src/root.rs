@@ -4,7 +4,6 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
-use std::time::Duration;
 
 use detour_core::config::DeploymentIdx;
 use detour_core::config::{self, Config};
@@ -12,9 +11,8 @@ use detour_core::health;
 use detour_core::probe;
 use detour_core::telemetry;
 use detour_core::UnixMillis;
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType, MapType};
+use proxy_wasm::types::{ContextType, MapType};
 
 use crate::host::{self, SharedData};
 use crate::http::DetourHttp;
@@ -25,7 +23,7 @@ use crate::webhook;
 
 /// How often the tick looks for due backoff deadlines. Backoffs are seconds long; 50 ms
 /// keeps them accurate to a few percent at negligible cost.
-const TICK: Duration = Duration::from_millis(50);
+const TICK_MS: u32 = 50;
 
 /// How often a worker looks at the shared round record (one shared-data read).
 const ROUND_POLL_MS: u64 = 1_000;
@@ -202,17 +200,8 @@ impl DetourRoot {
 
 impl RootContext for DetourRoot {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        let bytes = match hostcalls::get_buffer(
-            BufferType::PluginConfiguration,
-            0,
-            plugin_configuration_size,
-        ) {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => Vec::new(),
-            Err(status) => {
-                log::error!("detour: cannot read the plugin configuration: {status:?}");
-                return false;
-            }
+        let Some(bytes) = host::plugin_configuration(plugin_configuration_size) else {
+            return false;
         };
         let Ok(text) = String::from_utf8(bytes) else {
             log::error!("detour: the plugin configuration is not UTF-8 text; refusing to start");
@@ -240,7 +229,7 @@ impl RootContext for DetourRoot {
                 }
                 webhook::enable(loaded.config.webhook.is_some());
                 self.config = Some(Rc::new(loaded.config));
-                if let Err(status) = hostcalls::set_tick_period(TICK) {
+                if let Err(status) = host::set_tick_period_ms(TICK_MS) {
                     log::error!("detour: cannot set the tick period: {status:?}");
                     return false;
                 }

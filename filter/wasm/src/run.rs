@@ -132,7 +132,7 @@ impl RequestState {
         for _ in 0..=config
             .settings
             .max_attempts
-            .saturating_add(config.deployments.len() as u32)
+            .saturating_add(u32::try_from(config.deployments.len()).unwrap_or(u32::MAX))
         {
             let now = host::now_ms();
             let step = flow.poll(&config, &mut SharedData, now);

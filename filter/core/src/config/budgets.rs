@@ -308,7 +308,7 @@ fn dollars(value: &Value, path: &str, diags: &mut Diags) -> Option<u64> {
     };
     let nanos = amount
         .filter(|a| a.is_finite() && *a >= 0.0 && *a <= 1e9)
-        .map(|a| (a * 1e9).round() as u64);
+        .map(|a| crate::num::round_f64_to_u64(a * 1e9));
     if nanos.is_none() {
         diags.error(path, "must be an amount of dollars (e.g. 50 or 12.5)");
     }

@@ -40,7 +40,7 @@ fn seconds_to_ms(secs: f64) -> Result<u64, String> {
         return Err("is too large".into());
     }
     // In range and non-negative: the cast cannot truncate.
-    Ok(ms as u64)
+    Ok(crate::num::round_f64_to_u64(ms))
 }
 
 #[cfg(test)]

@@ -252,9 +252,10 @@ fn read_webhook(
     let url = resolve_secret_ref(&raw, &hook.path_of("url"), env, diags)?;
     let text = url.expose();
     let path_at = text.find("://").and_then(|i| {
-        text.get(i + 3..)
+        let after = i.saturating_add(3);
+        text.get(after..)
             .and_then(|rest| rest.find('/'))
-            .map(|slash| i + 3 + slash)
+            .map(|slash| after.saturating_add(slash))
     });
     let (base, path) = match path_at {
         Some(at) => text.split_at(at),
@@ -510,9 +511,9 @@ fn read_model_list(
             }
             // Ids must be unique: they key shared state and appear in every record.
             let base = deployment.id.clone();
-            let mut n = 1;
+            let mut n: u32 = 1;
             while seen_ids.contains(&deployment.id) {
-                n += 1;
+                n = n.saturating_add(1);
                 deployment.id = format!("{base}#{n}");
             }
             seen_ids.insert(deployment.id.clone());

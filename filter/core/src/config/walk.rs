@@ -107,7 +107,7 @@ impl<'a> Section<'a> {
             Value::Number(n) => n.as_u64().or_else(|| {
                 n.as_f64()
                     .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 9.0e15)
-                    .map(|f| f as u64)
+                    .map(crate::num::round_f64_to_u64)
             }),
             Value::String(s) => s.trim().parse::<u64>().ok(),
             _ => None,

@@ -828,18 +828,21 @@ fn weighted_order(config: &Config, items: &[DeploymentIdx], mut seed: u64) -> Ve
         .collect();
     let mut out = Vec::with_capacity(left.len());
     while !left.is_empty() {
-        let total: u64 = left.iter().map(|(_, w)| *w).sum::<u64>().max(1);
+        let total: u64 = left
+            .iter()
+            .fold(0u64, |sum, (_, w)| sum.saturating_add(*w))
+            .max(1);
         seed = backoff::mix(seed);
-        let mut point = seed % total;
+        let mut point = seed.checked_rem(total).unwrap_or(0);
         let mut pick = 0;
         for (i, (_, w)) in left.iter().enumerate() {
             if point < *w {
                 pick = i;
                 break;
             }
-            point -= *w;
+            point = point.saturating_sub(*w);
         }
-        out.push(left.remove(pick.min(left.len() - 1)).0);
+        out.push(left.remove(pick.min(left.len().saturating_sub(1))).0);
     }
     out
 }
