@@ -240,6 +240,27 @@ pub fn reached(spent: u64, limit: u64, percent: u32) -> bool {
     u128::from(spent).saturating_mul(100) >= u128::from(limit).saturating_mul(u128::from(percent))
 }
 
+/// Creates the accounts of the current and the next period of every limit, where they do
+/// not exist yet.
+///
+/// Shared data cannot "create only if absent": a first write carries no CAS token and
+/// overwrites whatever another worker wrote in between, so two first reservations racing
+/// on a new account could lose one. Accounts created ahead of use never race: the glue
+/// calls this when the plugin is configured (Envoy's main thread, before workers take
+/// traffic) and every few seconds after, so the next period's accounts exist long before
+/// its first request. Concurrent calls are harmless: they all write the same empty
+/// account to a key nobody uses yet.
+pub fn ensure_accounts<S: Store + ?Sized>(store: &mut S, limits: &[Limit], now: UnixMillis) {
+    for limit in limits {
+        for start in [limit.period.start(now), limit.period.end(now)] {
+            let key = key(&limit.scope, start);
+            if let Ok(None) = store.get(&key) {
+                let _ = store.set(&key, &Account::default().encode(), None);
+            }
+        }
+    }
+}
+
 /// A scope's account in the period containing `now` (for status and tag overrun).
 pub fn account<S: Store + ?Sized>(
     store: &S,
@@ -343,6 +364,23 @@ mod tests {
         assert!(reached(u64::MAX, u64::MAX, 100));
         assert!(!reached(u64::MAX - 1, u64::MAX, 100));
         assert!(reached(0, 0, 110));
+    }
+
+    #[test]
+    fn accounts_exist_before_their_period_starts() {
+        let all = limits();
+        let mut store = MemoryStore::default();
+        ensure_accounts(&mut store, &all, NOW);
+        for limit in &all {
+            for start in [limit.period.start(NOW), limit.period.end(NOW)] {
+                assert!(store.get(&key(&limit.scope, start)).unwrap().is_some());
+            }
+        }
+        // Existing accounts are left alone.
+        let r = reserve(&mut store, &all, &[(0, true)], NOW, 100).unwrap();
+        ensure_accounts(&mut store, &all, NOW);
+        assert_eq!(account(&store, &all[0], NOW).unwrap().reserved, 100);
+        release(&mut store, &r);
     }
 
     #[test]

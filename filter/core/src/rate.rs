@@ -162,6 +162,15 @@ pub fn take<S: Store + ?Sized>(
     })
 }
 
+/// Creates a deployment's window record if it has none (see `budget::ensure_accounts`
+/// for why records are created ahead of use).
+pub fn ensure<S: Store + ?Sized>(store: &mut S, deployment_id: &str) {
+    let key = key(deployment_id);
+    if let Ok(None) = store.get(&key) {
+        let _ = store.set(&key, &Window::default().encode(), None);
+    }
+}
+
 /// Corrects the tokens taken at `estimate` to `actual` once the usage is known.
 pub fn reconcile<S: Store + ?Sized>(
     store: &mut S,

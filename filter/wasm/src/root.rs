@@ -5,10 +5,12 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
+use detour_core::budget;
 use detour_core::config::DeploymentIdx;
 use detour_core::config::{self, Config};
 use detour_core::health;
 use detour_core::probe;
+use detour_core::rate;
 use detour_core::telemetry;
 use detour_core::UnixMillis;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -149,6 +151,8 @@ impl DetourRoot {
         self.next_state_publish = now.saturating_add(STATE_PUBLISH_MS);
         if let Some(config) = &self.config {
             metrics::emit(&telemetry::for_state(config, &SharedData, now));
+            // The next period's budget accounts, created long before its first request.
+            budget::ensure_accounts(&mut SharedData, &config.budgets.limits, now);
         }
     }
 
@@ -227,6 +231,21 @@ impl RootContext for DetourRoot {
                         );
                     }
                 }
+                // And every record budgets and rate limits will write: a first write cannot
+                // be made conditional, so it must not race with traffic.
+                for deployment in loaded
+                    .config
+                    .deployments
+                    .iter()
+                    .filter(|d| d.rpm.is_some() || d.tpm.is_some())
+                {
+                    rate::ensure(&mut SharedData, &deployment.id);
+                }
+                budget::ensure_accounts(
+                    &mut SharedData,
+                    &loaded.config.budgets.limits,
+                    host::now_ms(),
+                );
                 webhook::enable(loaded.config.webhook.is_some());
                 self.config = Some(Rc::new(loaded.config));
                 if let Err(status) = host::set_tick_period_ms(TICK_MS) {
