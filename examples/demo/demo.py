@@ -6,6 +6,7 @@ Run it with `scripts/demo.sh` (which installs and builds what it needs first).""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import openai
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from harness import EnvoyWithDetour, MockProvider, new_workdir, remove_workdir  # noqa: E402
+from harness import DetourServe, EnvoyWithDetour, MockProvider, new_workdir, remove_workdir  # noqa: E402
 
 BOLD, DIM, GREEN, YELLOW, RED, RESET = ("\033[1m", "\033[2m", "\033[32m", "\033[33m", "\033[31m", "\033[0m")
 if not sys.stdout.isatty():
@@ -73,8 +74,11 @@ def main() -> int:
     try:
         config = (ROOT / "examples" / "demo" / "demo.yaml").read_text().replace("${MOCK}", mock.url)
         (workdir / "envoy").mkdir()
-        envoy = EnvoyWithDetour(workdir / "envoy", config, env={"DEMO_PROVIDER_KEY": "sk-demo-not-a-real-key"}).start()
-        print(f"detour is running inside Envoy {envoy.url} (2 workers), mock providers at {mock.url}")
+                # DETOUR_DEMO_HOST=serve runs the same demo on detour's own host instead of Envoy.
+        host = DetourServe if os.environ.get("DETOUR_DEMO_HOST") == "serve" else EnvoyWithDetour
+        envoy = host(workdir / "envoy", config, env={"DEMO_PROVIDER_KEY": "sk-demo-not-a-real-key"}).start()
+        where = "detour serve" if host is DetourServe else "Envoy"
+        print(f"detour is running inside {where} at {envoy.url} (2 workers), mock providers at {mock.url}")
         demo = Demo(envoy, mock)
 
         say("1. Everything healthy: each purpose goes to the head of its chain")

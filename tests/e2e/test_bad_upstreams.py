@@ -1,6 +1,8 @@
 """Bad upstreams: each gets a clear answer within its deadline, the worker keeps serving,
 and budgets are exactly as if the failed attempt had not reserved anything it did not use."""
 
+import time
+
 import httpx
 import pytest
 
@@ -74,3 +76,27 @@ def test_a_stream_cut_short_is_charged_its_estimate_and_holds_nothing(proxy, moc
     assert after["spent_nanos"] - before["spent_nanos"] == 6 * PRICE_IN + 7 * PRICE_OUT
     assert after["reserved_nanos"] == 0
     assert httpx.post(f"{proxy.url}/v1/chat/completions", json=chat("bad"), timeout=30).status_code == 200
+
+
+def test_a_stream_that_never_ends_can_be_abandoned_and_costs_its_estimate(proxy, mock):
+    # A provider that keeps a stream open (a chunk every second, for minutes): the client
+    # gives up after the first chunks. Nothing hangs on detour's side; the worker serves
+    # the next request; the abandoned answer is charged its estimate and nothing stays held.
+    mock.script("bad-a", [{"chunks": ["tick "] * 300, "chunk_delay_ms": 1000}])
+    before = account(proxy)
+    with httpx.Client(base_url=proxy.url, timeout=30) as client:
+        with client.stream("POST", "/v1/chat/completions", json=chat("bad", "abcd", stream=True, max_tokens=7)) as resp:
+            assert resp.status_code == 200
+            assert resp.headers["x-detour-deployment"] == "bad/openai/bad-1"
+            for chunk in resp.iter_bytes():
+                if b"tick" in chunk:
+                    break  # leave: closes the connection mid-stream
+    assert httpx.post(f"{proxy.url}/v1/chat/completions", json=chat("bad"), timeout=30).status_code == 200
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        after = account(proxy)
+        if after["reserved_nanos"] == 0 and after["spent_nanos"] > before["spent_nanos"] + ANSWER:
+            break
+        time.sleep(0.2)
+    assert after["reserved_nanos"] == 0
+    assert after["spent_nanos"] - before["spent_nanos"] == (6 * PRICE_IN + 7 * PRICE_OUT) + ANSWER
