@@ -77,5 +77,12 @@ def test_the_report_shows_the_story(proxy, workdir):
     fallback = next((out / "fallback").glob("*_fallback_history.md")).read_text()
     assert "story/openai/primary-model" in recovery and "an active health check" in recovery
     assert "story/openai/backup-model" in fallback
-    assert (out / "report.html").read_text().count("<svg") >= 1
+    html = (out / "report.html").read_text()
+    assert html.count("<svg") >= 1
+    # Every routed request is recorded, so the page can draw the fallback rate with the
+    # seed's 5 % and 10 % lines.
+    requests = [e for e in proxy.events() if e["event"] == "request"]
+    assert [r["outcome"] for r in requests[:3]] == ["success"] * 3
+    assert requests[0]["fallbacks"] == 1 and requests[0]["deployment"] == "story/openai/backup-model"
+    assert 'data-threshold="5 % warn"' in html and 'data-threshold="10 % alert"' in html
 

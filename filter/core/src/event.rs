@@ -133,6 +133,33 @@ pub enum Event {
         /// `admin` or `config`.
         by: String,
     },
+    /// One request ended (written for every routed request, after its answer completed
+    /// or it was abandoned): the denominator of fallback rates and the exact spend.
+    Request {
+        /// When it ended.
+        ts: UnixMillis,
+        /// Its route group.
+        group: String,
+        /// Its stage tag, if any.
+        stage: Option<String>,
+        /// The deployment whose answer the client got, if one did.
+        deployment: Option<String>,
+        /// `success`, `provider_error`, `failed`, `rate_limited`, `budget`, `halted`,
+        /// `client_error`, or `abandoned`.
+        outcome: String,
+        /// Attempts sent.
+        attempts: u32,
+        /// Fallbacks taken (moves from one deployment to another).
+        fallbacks: u32,
+        /// Reported usage, when the provider reported it.
+        prompt_tokens: Option<u64>,
+        /// Reported usage, when the provider reported it.
+        completion_tokens: Option<u64>,
+        /// What the answer cost, in dollars (`"0.000123"`); the estimate when no usage came.
+        cost: Option<String>,
+        /// From arrival to the end of the answer.
+        duration_ms: u64,
+    },
     /// Every deployment of the chain failed or was unavailable.
     AllFailed {
         /// When.

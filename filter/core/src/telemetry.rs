@@ -165,7 +165,8 @@ pub fn for_event(event: &Event) -> Vec<Sample> {
             vec![counter("detour_all_failed_total", &[("group", group)], 1)]
         }
         Event::Halt { .. } => vec![counter("detour_halts_total", &[], 1)],
-        Event::TagOverrun { .. } | Event::Resume { .. } => Vec::new(),
+        // Requests are counted where they end (`for_request`).
+        Event::TagOverrun { .. } | Event::Resume { .. } | Event::Request { .. } => Vec::new(),
     }
 }
 

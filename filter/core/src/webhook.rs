@@ -131,6 +131,15 @@ pub fn line(event: &Event) -> String {
             format!(":rotating_light: ALL TRAFFIC HALTED ({scope}): {reason}")
         }
         Event::Resume { by, .. } => format!(":arrow_forward: traffic resumed by {by}"),
+        Event::Request {
+            group,
+            outcome,
+            deployment,
+            ..
+        } => format!(
+            ":speech_balloon: request in {group}: {outcome} ({})",
+            deployment.as_deref().unwrap_or("no deployment")
+        ),
         Event::AllFailed {
             group,
             attempts,

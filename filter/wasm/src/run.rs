@@ -106,6 +106,7 @@ impl RequestState {
                 if let (Some(deployment), Some(usage)) = (served, flow.settled_usage()) {
                     metrics::emit(&telemetry::for_usage(&deployment.model, &usage));
                 }
+                log_event(&flow.request_event(&config, now, duration_ms));
             }
             // Refused before routing (bad input, admin): counted without a group.
             None => metrics::emit(&telemetry::for_request(
@@ -238,7 +239,10 @@ pub(crate) fn log_events(flow: &mut Flow) {
 pub(crate) fn log_event(event: &Event) {
     log::info!("detour-event {}", event.to_json());
     metrics::emit(&telemetry::for_event(event));
-    webhook::push(event);
+    // One line per request would flood a chat channel: the webhook gets the rest.
+    if !matches!(event, Event::Request { .. }) {
+        webhook::push(event);
+    }
 }
 
 /// The headers of a dispatched answer that may go to the client: no pseudo-headers, no

@@ -197,6 +197,7 @@ impl Flow {
             (Some(usage), Some(price)) => price::cost_nanos(&price, &usage),
             _ => pending.reservation.estimate,
         };
+        self.settled_cost = Some(cost);
         if deployment.rpm.is_some() || deployment.tpm.is_some() {
             if let Some(usage) = usage {
                 let actual = usage.prompt_tokens.saturating_add(usage.completion_tokens);

@@ -242,6 +242,10 @@ pub struct Flow {
     served: Option<DeploymentIdx>,
     /// Usage of the settled answer, for token metrics.
     settled_usage: Option<crate::usage::Usage>,
+    /// What the settled answer cost (nano-dollars).
+    settled_cost: Option<u64>,
+    /// Fallbacks taken so far.
+    n_fallbacks: u32,
 }
 
 impl Flow {
@@ -277,6 +281,8 @@ impl Flow {
             outcome: None,
             served: None,
             settled_usage: None,
+            settled_cost: None,
+            n_fallbacks: 0,
             request,
         };
         let mut groups = vec![flow.group.clone()];
@@ -321,6 +327,26 @@ impl Flow {
     /// The usage of the settled answer, when the provider reported one.
     pub fn settled_usage(&self) -> Option<crate::usage::Usage> {
         self.settled_usage
+    }
+
+    /// The record of this request, for the event log (call once, when it ended).
+    pub fn request_event(&self, config: &Config, now: UnixMillis, duration_ms: u64) -> Event {
+        Event::Request {
+            ts: now,
+            group: self.group.clone(),
+            stage: self.stage.clone(),
+            deployment: self
+                .served
+                .and_then(|idx| config.deployment(idx))
+                .map(|d| d.id.clone()),
+            outcome: self.outcome.unwrap_or("abandoned").to_string(),
+            attempts: self.n_sent,
+            fallbacks: self.n_fallbacks,
+            prompt_tokens: self.settled_usage.map(|u| u.prompt_tokens),
+            completion_tokens: self.settled_usage.map(|u| u.completion_tokens),
+            cost: self.settled_cost.map(crate::price::format_dollars),
+            duration_ms,
+        }
     }
 
     /// Attempts sent so far.
@@ -462,6 +488,7 @@ impl Flow {
         }
         if let Some((from, reason)) = self.left.take() {
             if from != idx {
+                self.n_fallbacks = self.n_fallbacks.saturating_add(1);
                 self.events.push(Event::Fallback {
                     ts: now,
                     group: self.group.clone(),
