@@ -4,17 +4,16 @@ waits; and the fixtures for the binaries (detour, Envoy, the filter), which the 
 modules import. (No conftest.py here: tests/e2e's test modules import their own
 `conftest` by that name, and pytest loads every conftest of a run before collecting.)
 
-Self-contained on purpose (no import of tests/harness): these tests check files, not
-the end-to-end harness.
+Waiting for and stopping processes is tests/harness's (one implementation for every
+suite); the rest is particular to these checks.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
-import time
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,6 +21,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from harness import stop_process as stop  # noqa: E402  (re-exported to the test modules)
+from harness import wait_for  # noqa: E402,F401
 ROOT = Path(__file__).resolve().parents[2]
 ENVOY_DIR = ROOT / "envoy"
 SEED = "examples/configs/seed.yaml"
@@ -61,32 +64,6 @@ def http(method: str, url: str, body: bytes | None = None, headers: dict | None 
             return resp.status, dict(resp.headers.items()), resp.read()
     except urllib.error.HTTPError as e:
         return e.code, dict(e.headers.items()), e.read()
-
-
-def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None,
-             log: Path | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-4000:] if log and log.exists() else ""
-            raise AssertionError(f"{what}: process exited with {proc.returncode}\n{tail}")
-        time.sleep(0.05)
-    tail = log.read_text(errors="replace")[-4000:] if log and log.exists() else ""
-    raise AssertionError(f"{what}: not ready after {timeout}s\n{tail}")
-
-
-def stop(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=timeout)
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MOCK_SCRIPT = ROOT / "examples" / "mock-provider" / "mock_provider.py"
 
 
-def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
+def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -41,7 +41,7 @@ def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | Non
     raise TimeoutError(f"{what}: not ready after {timeout}s\n{tail}")
 
 
-def _stop(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
+def stop_process(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
     if proc is None or proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)
@@ -76,12 +76,12 @@ class MockProvider:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        text = _wait_for(lambda: port_file.exists() and port_file.read_text().strip(), 15, "mock provider", self.proc, self.log)
+        text = wait_for(lambda: port_file.exists() and port_file.read_text().strip(), 15, "mock provider", self.proc, self.log)
         self.port = int(text)
         return self
 
     def stop(self) -> None:
-        _stop(self.proc)
+        stop_process(self.proc)
 
     @property
     def url(self) -> str:
@@ -181,9 +181,9 @@ class EnvoyWithDetour:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
         if not wait_ready:
             return self
-        address = _wait_for(lambda: admin_file.exists() and admin_file.read_text().strip(), 60, "envoy admin", self.proc, self.log)
+        address = wait_for(lambda: admin_file.exists() and admin_file.read_text().strip(), 60, "envoy admin", self.proc, self.log)
         self.admin_port = int(address.rsplit(":", 1)[1])
-        _wait_for(self._ready, 60, "envoy ready", self.proc, self.log)
+        wait_for(self._ready, 60, "envoy ready", self.proc, self.log)
         listeners = _http_json("GET", f"http://127.0.0.1:{self.admin_port}/listeners?format=json")
         self.port = listeners["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
         return self
@@ -200,7 +200,7 @@ class EnvoyWithDetour:
         return self.proc.wait(timeout=timeout)
 
     def stop(self) -> None:
-        _stop(self.proc)
+        stop_process(self.proc)
 
     @property
     def url(self) -> str:
@@ -265,7 +265,7 @@ class DetourServe:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
         if not wait_ready:
             return self
-        text = _wait_for(lambda: ready_file.exists() and ready_file.read_text().strip(), 60, "detour serve ready", self.proc, self.log)
+        text = wait_for(lambda: ready_file.exists() and ready_file.read_text().strip(), 60, "detour serve ready", self.proc, self.log)
         ready = json.loads(text)
         self.port = int(ready["listen"].rsplit(":", 1)[1])
         self.admin_port = int(ready["admin"].rsplit(":", 1)[1])
@@ -276,7 +276,7 @@ class DetourServe:
         return self.proc.wait(timeout=timeout)
 
     def stop(self) -> None:
-        _stop(self.proc)
+        stop_process(self.proc)
 
     @property
     def url(self) -> str:
