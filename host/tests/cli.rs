@@ -69,7 +69,7 @@ const INVALID: &str = "\
 model_list:
   - model_name: fast
     litellm_params:
-      model: anthropic/claude
+      model: bedrock/anthropic.claude-v2
   - model_name: other
     litellm_params:
       model: openai/x

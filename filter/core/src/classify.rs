@@ -56,7 +56,10 @@ pub fn classify(status: Option<u16>, body: &[u8]) -> (Class, Reason) {
         500..=599 => (Class::Failed, Reason::ServerError),
         400 | 413 | 422 => {
             let text = lowercase_prefix(body);
-            if CONTEXT_WINDOW_MARKERS.iter().any(|m| text.contains(m)) {
+            if status == 400 && AUTH_MARKERS.iter().any(|m| text.contains(m)) {
+                // Google answers a bad key with 400 INVALID_ARGUMENT / API_KEY_INVALID.
+                (Class::Failed, Reason::AuthError)
+            } else if CONTEXT_WINDOW_MARKERS.iter().any(|m| text.contains(m)) {
                 (Class::ContextWindow, Reason::ContextWindow)
             } else if CONTENT_POLICY_MARKERS.iter().any(|m| text.contains(m)) {
                 (Class::ContentPolicy, Reason::ContentPolicy)
@@ -105,8 +108,13 @@ const CONTEXT_WINDOW_MARKERS: [&str; 14] = [
     "reduce the length of the messages",
 ];
 
+/// Phrases of a 400 that means "the key is wrong" (Google's API_KEY_INVALID).
+const AUTH_MARKERS: [&str; 2] = ["api_key_invalid", "api key not valid"];
+
 /// Phrases providers use for "the content was refused".
-const CONTENT_POLICY_MARKERS: [&str; 7] = [
+const CONTENT_POLICY_MARKERS: [&str; 9] = [
+    "content filtering policy",
+    "output blocked by",
     "content_policy_violation",
     "content_filter",
     "content management policy",
@@ -167,5 +175,24 @@ mod tests {
         assert!(!needs_body(401));
         assert!(!needs_body(503));
         assert!(!needs_body(200));
+    }
+
+    #[test]
+    fn native_provider_error_shapes() {
+        let anthropic_refusal = br#"{"type":"error","error":{"type":"invalid_request_error","message":"Output blocked by content filtering policy"}}"#;
+        assert_eq!(
+            classify(Some(400), anthropic_refusal).0,
+            Class::ContentPolicy
+        );
+        let anthropic_long = br#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}"#;
+        assert_eq!(classify(Some(400), anthropic_long).0, Class::ContextWindow);
+        let gemini_long = br#"{"error":{"code":400,"message":"The input token count (1048577) exceeds the maximum number of tokens allowed (1048576).","status":"INVALID_ARGUMENT"}}"#;
+        assert_eq!(classify(Some(400), gemini_long).0, Class::ContextWindow);
+        let gemini_key = br#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT","details":[{"reason":"API_KEY_INVALID"}]}}"#;
+        assert_eq!(
+            classify(Some(400), gemini_key),
+            (Class::Failed, Reason::AuthError)
+        );
+        assert_eq!(classify(Some(529), b"{}").0, Class::Transient);
     }
 }

@@ -1,6 +1,9 @@
 //! Metering a delivered answer as it passes: the usage it reports, and (for a stream
-//! whose usage detour asked for on the client's behalf) the usage chunk taken out.
+//! whose usage detour asked for on the client's behalf) the usage chunk taken out; and,
+//! when the client speaks another protocol than the deployment, the translation.
 
+use crate::protocol::transcode::{self, AnswerPlan, StreamTranscoder};
+use crate::protocol::{Malformed, Protocol};
 use crate::usage::{self, SseUsage, Usage};
 
 /// How much of a non-streamed body is kept to find its `usage`. Larger bodies are charged
@@ -10,10 +13,14 @@ pub const MAX_JSON_BODY: usize = 4 * 1024 * 1024;
 /// A delivered answer being metered.
 #[derive(Debug)]
 pub enum Meter {
-    /// Server-sent events: parsed incrementally, possibly rewritten.
+    /// An OpenAI stream to an OpenAI client: parsed incrementally, possibly rewritten.
     Sse(SseUsage),
+    /// Any other stream: translated event by event, or (same protocol) watched.
+    Stream(Box<StreamTranscoder>),
     /// Any other body: a copy of its first bytes, parsed at the end.
     Json {
+        /// The protocol whose `usage` fields to read.
+        protocol: Protocol,
         /// The bytes kept so far.
         body: Vec<u8>,
         /// More than [`MAX_JSON_BODY`] arrived.
@@ -22,18 +29,25 @@ pub enum Meter {
 }
 
 impl Meter {
-    /// Picks the meter from the answer's `content-type`. `strip_usage_chunk`: the client
-    /// did not ask for stream usage.
-    pub fn for_response(content_type: Option<&str>, strip_usage_chunk: bool) -> Meter {
-        let is_sse = content_type.is_some_and(|ct| {
-            ct.trim()
-                .to_ascii_lowercase()
-                .starts_with("text/event-stream")
-        });
-        if is_sse {
-            Meter::Sse(SseUsage::new(strip_usage_chunk))
+    /// Picks the meter for an answer that passes chunk by chunk, from its `content-type`
+    /// and the plan. (A non-streamed answer that must be translated or validated is
+    /// collected whole instead: see [`needs_whole_body`] and [`whole`].)
+    pub fn for_answer(content_type: Option<&str>, plan: &AnswerPlan) -> Meter {
+        if is_sse(content_type) {
+            let stream = if plan.translates() {
+                StreamTranscoder::translating(plan)
+            } else if plan.provider != Protocol::OpenAiChat {
+                StreamTranscoder::watching(plan.provider)
+            } else {
+                None
+            };
+            match stream {
+                Some(stream) => Meter::Stream(Box::new(stream)),
+                None => Meter::Sse(SseUsage::new(!plan.client_wants_usage)),
+            }
         } else {
             Meter::Json {
+                protocol: plan.provider,
                 body: Vec::new(),
                 overflow: false,
             }
@@ -43,14 +57,19 @@ impl Meter {
     /// Whether the meter may change the bytes (then the glue replaces each chunk with what
     /// [`Meter::push`] returns, and drops `content-length`).
     pub fn rewrites(&self) -> bool {
-        matches!(self, Meter::Sse(_))
+        match self {
+            Meter::Sse(_) => true,
+            Meter::Stream(stream) => stream.rewrites(),
+            Meter::Json { .. } => false,
+        }
     }
 
     /// Feeds one chunk; returns the bytes to forward in its place.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
         match self {
             Meter::Sse(sse) => sse.push(chunk),
-            Meter::Json { body, overflow } => {
+            Meter::Stream(stream) => stream.push(chunk),
+            Meter::Json { body, overflow, .. } => {
                 let room = MAX_JSON_BODY.saturating_sub(body.len());
                 if chunk.len() > room {
                     *overflow = true;
@@ -68,11 +87,23 @@ impl Meter {
                 let tail = sse.finish();
                 (tail, sse.usage())
             }
-            Meter::Json { body, overflow } => {
+            Meter::Stream(stream) => {
+                let tail = stream.finish();
+                (tail, stream.usage())
+            }
+            Meter::Json {
+                protocol,
+                body,
+                overflow,
+            } => {
                 let usage = if *overflow {
                     None
-                } else {
+                } else if *protocol == Protocol::OpenAiChat {
                     usage::from_json_body(body)
+                } else {
+                    transcode::decode_answer(*protocol, body)
+                        .ok()
+                        .and_then(|answer| answer.usage)
                 };
                 (Vec::new(), usage)
             }
@@ -80,17 +111,44 @@ impl Meter {
     }
 }
 
-/// A whole buffered answer (a dispatched attempt): the body to send and its usage.
+/// Whether the content type announces server-sent events.
+pub fn is_sse(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|ct| {
+        ct.trim()
+            .to_ascii_lowercase()
+            .starts_with("text/event-stream")
+    })
+}
+
+/// Whether a successful non-streamed answer must be held whole before the client sees it:
+/// to translate it, or to check that it is valid in its protocol (every protocol but
+/// OpenAI's, whose answers pass as they come, as they always did).
+pub fn needs_whole_body(content_type: Option<&str>, plan: &AnswerPlan) -> bool {
+    !is_sse(content_type) && (plan.translates() || plan.provider != Protocol::OpenAiChat)
+}
+
+/// A whole buffered answer (a dispatched attempt, or a collected one): the body to send
+/// and its usage; `Malformed` when it does not parse in the deployment's protocol (checked
+/// for every answer that is translated or not OpenAI's).
 pub fn whole(
+    plan: &AnswerPlan,
     content_type: Option<&str>,
     body: &[u8],
-    strip_usage_chunk: bool,
-) -> (Vec<u8>, Option<Usage>) {
-    let mut meter = Meter::for_response(content_type, strip_usage_chunk);
-    let mut out = meter.push(body);
-    let (tail, usage) = meter.finish();
-    out.extend_from_slice(&tail);
-    (out, usage)
+) -> Result<(Vec<u8>, Option<Usage>), Malformed> {
+    if is_sse(content_type) {
+        if plan.translates() || plan.provider != Protocol::OpenAiChat {
+            return transcode::whole_stream(plan, body);
+        }
+        return Ok(usage::from_sse_body(body, !plan.client_wants_usage));
+    }
+    if plan.translates() {
+        return transcode::whole_answer(plan, body);
+    }
+    if plan.provider != Protocol::OpenAiChat {
+        let answer = transcode::decode_answer(plan.provider, body)?;
+        return Ok((body.to_vec(), answer.usage));
+    }
+    Ok((body.to_vec(), usage::from_json_body(body)))
 }
 
 #[cfg(test)]
@@ -101,13 +159,23 @@ mod tests {
 data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3,\"total_tokens\":10}}\n\n\
 data: [DONE]\n\n";
 
+    fn plan(client_wants_usage: bool) -> AnswerPlan {
+        AnswerPlan {
+            client: Protocol::OpenAiChat,
+            provider: Protocol::OpenAiChat,
+            stream: true,
+            client_wants_usage,
+        }
+    }
+
     #[test]
     fn a_stream_is_metered_and_its_usage_chunk_stripped_on_request() {
         let (out, usage) = whole(
+            &plan(false),
             Some("text/event-stream; charset=utf-8"),
             STREAM.as_bytes(),
-            true,
-        );
+        )
+        .unwrap();
         assert_eq!(
             usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
             Some((7, 3))
@@ -116,7 +184,7 @@ data: [DONE]\n\n";
         assert!(
             !text.contains("prompt_tokens") && text.contains("[DONE]") && text.contains("\"hi\"")
         );
-        let (out, _) = whole(Some("text/event-stream"), STREAM.as_bytes(), false);
+        let (out, _) = whole(&plan(true), Some("text/event-stream"), STREAM.as_bytes()).unwrap();
         assert_eq!(out, STREAM.as_bytes());
     }
 
@@ -124,13 +192,13 @@ data: [DONE]\n\n";
     fn a_json_body_is_metered_whole_or_not_at_all() {
         let body =
             br#"{"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":2,"total_tokens":6}}"#;
-        let mut meter = Meter::for_response(Some("application/json"), true);
+        let mut meter = Meter::for_answer(Some("application/json"), &plan(false));
         let (first, second) = body.split_at(20);
         assert_eq!(meter.push(first), first);
         assert_eq!(meter.push(second), second);
         assert_eq!(meter.finish().1.map(|u| u.completion_tokens), Some(2));
 
-        let mut big = Meter::for_response(None, false);
+        let mut big = Meter::for_answer(None, &plan(true));
         big.push(&vec![b' '; MAX_JSON_BODY]);
         big.push(body);
         assert_eq!(

@@ -15,8 +15,8 @@
 //! What the table does not model, so that the cost it gives can be *lower* than the bill:
 //! - long-context tiers (Gemini Pro above 200k prompt tokens costs 2× input and 1.5× output;
 //!   Claude Sonnet's 1M-context beta above 200k likewise);
-//! - prompt-cache *writes* (Anthropic bills them at 1.25× input; OpenAI-format usage does not
-//!   report them, so they are priced as ordinary input);
+//! - 1-hour prompt-cache writes (Anthropic bills them at 2× input; the table prices every
+//!   write at the 5-minute rate, 1.25×);
 //! - audio/image input rates, batch/flex/priority tiers, regional uplifts, web-search fees.
 
 use crate::usage::Usage;
@@ -31,6 +31,9 @@ pub struct Price {
     pub output_nanos: u64,
     /// One prompt token served from the provider's prompt cache.
     pub cached_input_nanos: u64,
+    /// One prompt token written to the provider's prompt cache (Anthropic bills 1.25×
+    /// input for 5-minute writes); the input price where the provider bills no writes.
+    pub cache_write_nanos: u64,
 }
 
 impl Price {
@@ -39,6 +42,7 @@ impl Price {
         input_nanos: 0,
         output_nanos: 0,
         cached_input_nanos: 0,
+        cache_write_nanos: 0,
     };
 }
 
@@ -59,18 +63,26 @@ pub fn dollars_per_token_to_nanos(dollars: f64) -> Option<u64> {
     Some(crate::num::round_f64_to_u64(dollars * 1e9))
 }
 
-/// The cost of an answer in nano-dollars: uncached prompt tokens × input price + cached
-/// tokens × cached-input price + completion tokens × output price.
+/// The cost of an answer in nano-dollars: plain prompt tokens × input price + cache reads
+/// × cached-input price + cache writes × cache-write price + completion tokens × output
+/// price.
 ///
-/// Cached tokens are a subset of prompt tokens; a provider reporting more cached than
-/// prompt tokens is clamped to the prompt count. Saturates at `u64::MAX`; never panics.
+/// Cache reads and writes are subsets of prompt tokens; a provider reporting more than
+/// that is clamped (reads first, then writes). Saturates at `u64::MAX`; never panics.
 pub fn cost_nanos(price: &Price, usage: &Usage) -> u64 {
     let cached = usage.cached_prompt_tokens.min(usage.prompt_tokens);
-    let uncached = usage.prompt_tokens.saturating_sub(cached);
+    let written = usage
+        .cache_write_tokens
+        .min(usage.prompt_tokens.saturating_sub(cached));
+    let plain = usage
+        .prompt_tokens
+        .saturating_sub(cached)
+        .saturating_sub(written);
     // A u64 × u64 product always fits in a u128; only the sum can saturate.
-    let total = u128::from(uncached)
+    let total = u128::from(plain)
         .saturating_mul(u128::from(price.input_nanos))
         .saturating_add(u128::from(cached).saturating_mul(u128::from(price.cached_input_nanos)))
+        .saturating_add(u128::from(written).saturating_mul(u128::from(price.cache_write_nanos)))
         .saturating_add(
             u128::from(usage.completion_tokens).saturating_mul(u128::from(price.output_nanos)),
         );
@@ -89,12 +101,19 @@ pub fn format_dollars(nanos: u64) -> String {
 }
 
 /// A table row: nano-dollars per token, which is dollars per *million* tokens × 1000, so
-/// rows read like the providers' pages (`$1.75 / M` is `1_750`).
+/// rows read like the providers' pages (`$1.75 / M` is `1_750`). Cache writes cost the
+/// input price (providers that bill no writes).
 const fn list_price(input: u64, output: u64, cached_input: u64) -> Price {
+    with_cache_writes(input, output, cached_input, input)
+}
+
+/// A table row for a provider that bills prompt-cache writes (Anthropic).
+const fn with_cache_writes(input: u64, output: u64, cached_input: u64, write: u64) -> Price {
     Price {
         input_nanos: input,
         output_nanos: output,
         cached_input_nanos: cached_input,
+        cache_write_nanos: write,
     }
 }
 
@@ -102,11 +121,17 @@ const fn list_price(input: u64, output: u64, cached_input: u64) -> Price {
 /// Columns: input, output, cached input, in $ per million tokens × 1000.
 const TABLE: &[(&str, Price)] = &[
     // --- Anthropic: https://www.anthropic.com/pricing (Claude API), as of 2026-11-23. ---
-    // $5 / $25, cache reads $0.50 (cache writes $6.25 not modelled). Matches LiteLLM.
-    ("claude-opus-4-5", list_price(5_000, 25_000, 500)),
-    // $3 / $15, cache reads $0.30, for prompts up to 200k tokens (above: $6 / $22.50, not
-    // modelled). Matches LiteLLM.
-    ("claude-sonnet-4-5", list_price(3_000, 15_000, 300)),
+    // $5 / $25, cache reads $0.50, 5-minute cache writes $6.25. Matches LiteLLM.
+    (
+        "claude-opus-4-5",
+        with_cache_writes(5_000, 25_000, 500, 6_250),
+    ),
+    // $3 / $15, cache reads $0.30, cache writes $3.75, for prompts up to 200k tokens
+    // (above: $6 / $22.50, not modelled). Matches LiteLLM.
+    (
+        "claude-sonnet-4-5",
+        with_cache_writes(3_000, 15_000, 300, 3_750),
+    ),
     // --- OpenAI: https://openai.com/api/pricing/ (standard tier), as of 2026-11-23. ---
     // $1.75 / $14, cached input $0.175. Matches LiteLLM.
     ("gpt-5.2", list_price(1_750, 14_000, 175)),
@@ -208,6 +233,7 @@ mod tests {
             prompt_tokens: prompt,
             completion_tokens: completion,
             cached_prompt_tokens: cached,
+            cache_write_tokens: 0,
         }
     }
 

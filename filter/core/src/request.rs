@@ -1,32 +1,77 @@
 //! The client's request: which endpoint, which group, how big, and its body per deployment.
+//!
+//! A request goes to a deployment of its own protocol untouched except for `model` (and,
+//! for OpenAI streams, `stream_options.include_usage`); to a deployment of another
+//! protocol it is translated through the canonical model (see `protocol`). Anthropic
+//! Messages and OpenAI Responses bodies are decoded, and so validated, on arrival; a Chat
+//! Completions body only when a deployment of another protocol is tried, so the common
+//! OpenAI-to-OpenAI path pays nothing for translation.
+
+use std::cell::OnceCell;
 
 use serde_json::{Map, Value};
 
 use crate::config::{Config, Deployment};
+use crate::outgoing::{self, Outgoing};
+use crate::protocol::{
+    anthropic, gemini, openai_chat, openai_responses, ChatRequest, Invalid, Protocol, Unsupported,
+};
 use crate::respond::{self, Response};
 
 /// Request body fields a client may not send: they would pick the upstream or its key.
 const BANNED_BODY_FIELDS: [&str; 4] = ["api_base", "base_url", "api_key", "api_version"];
 
-/// An OpenAI endpoint detour routes.
+/// An endpoint detour routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
-    /// `POST /v1/chat/completions`
+    /// `POST /v1/chat/completions` (OpenAI)
     ChatCompletions,
-    /// `POST /v1/completions`
+    /// `POST /v1/completions` (OpenAI, legacy)
     Completions,
-    /// `POST /v1/embeddings`
+    /// `POST /v1/embeddings` (OpenAI)
     Embeddings,
+    /// `POST /v1/messages` (Anthropic)
+    Messages,
+    /// `POST /v1/responses` (OpenAI)
+    Responses,
 }
 
 impl Endpoint {
-    /// The path after the `api_base` prefix.
+    /// The path after an OpenAI-compatible `api_base` prefix. Messages and Responses
+    /// requests reach OpenAI-compatible deployments as Chat Completions.
     pub fn suffix(self) -> &'static str {
         match self {
-            Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses => {
+                "/chat/completions"
+            }
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
         }
+    }
+
+    /// The path the client called, for messages.
+    pub fn client_path(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/v1/chat/completions",
+            Endpoint::Completions => "/v1/completions",
+            Endpoint::Embeddings => "/v1/embeddings",
+            Endpoint::Messages => "/v1/messages",
+            Endpoint::Responses => "/v1/responses",
+        }
+    }
+
+    /// The protocol the client speaks on this endpoint.
+    pub fn protocol(self) -> Protocol {
+        match self {
+            Endpoint::Messages => Protocol::Anthropic,
+            Endpoint::Responses => Protocol::OpenAiResponses,
+            _ => Protocol::OpenAiChat,
+        }
+    }
+
+    /// The client's protocol for a path, for shaping errors (OpenAI's when unknown).
+    pub fn protocol_of_path(path: &str) -> Protocol {
+        Endpoint::from_path(path).map_or(Protocol::OpenAiChat, |(e, _)| e.protocol())
     }
 
     /// Recognises `/v1/chat/completions` or `/chat/completions` (query string ignored).
@@ -41,6 +86,8 @@ impl Endpoint {
             "/chat/completions" => Endpoint::ChatCompletions,
             "/completions" => Endpoint::Completions,
             "/embeddings" => Endpoint::Embeddings,
+            "/messages" => Endpoint::Messages,
+            "/responses" => Endpoint::Responses,
             _ => return None,
         };
         Some((endpoint, query))
@@ -67,6 +114,9 @@ pub struct ParsedRequest {
     /// chunk from what the client sees.
     pub client_wants_usage: bool,
     body: Map<String, Value>,
+    /// The body in canonical form: decoded on arrival for Messages and Responses, on
+    /// first need for Chat Completions.
+    canonical: OnceCell<Result<ChatRequest, Invalid>>,
 }
 
 impl ParsedRequest {
@@ -82,7 +132,7 @@ impl ParsedRequest {
                 404,
                 "not_found",
                 format!(
-                    "detour routes POST /v1/chat/completions, /v1/completions and /v1/embeddings; {} is not one of them",
+                    "detour routes POST /v1/chat/completions, /v1/messages, /v1/responses, /v1/completions and /v1/embeddings (and GET /v1/models); {} is not one of them",
                     printable(path)
                 ),
             )));
@@ -91,7 +141,7 @@ impl ParsedRequest {
             return Err(Box::new(respond::client_error(
                 405,
                 "method_not_allowed",
-                format!("{} must be called with POST", endpoint.suffix()),
+                format!("{} must be called with POST", endpoint.client_path()),
             )));
         }
         if body.len() as u64 > config.settings.max_request_body_bytes {
@@ -176,9 +226,19 @@ impl ParsedRequest {
                 }
             }
         }
+        let canonical = OnceCell::new();
+        let decode = match endpoint {
+            Endpoint::Messages => Some(anthropic::decode_request as Decode),
+            Endpoint::Responses => Some(openai_responses::decode_request as Decode),
+            _ => None,
+        };
+        if let Some(decode) = decode {
+            let request = decode(&body).map_err(|invalid| Box::new(invalid_field(&invalid)))?;
+            let _ = canonical.set(Ok(request));
+        }
         let estimated_input_tokens = estimate_input_tokens(&body);
         let mut max_tokens = None;
-        for key in ["max_completion_tokens", "max_tokens"] {
+        for key in ["max_completion_tokens", "max_tokens", "max_output_tokens"] {
             match body.get(key) {
                 None | Some(Value::Null) => {}
                 Some(Value::Number(n)) if n.as_u64().is_some() => {
@@ -207,18 +267,81 @@ impl ParsedRequest {
             max_tokens,
             client_wants_usage,
             body,
+            canonical,
         })
     }
 
-    /// The body as this deployment must receive it: the provider's model name instead of
-    /// the group's.
-    pub fn body_for(&self, deployment: &Deployment) -> Vec<u8> {
+    /// The protocol the client speaks.
+    pub fn protocol(&self) -> Protocol {
+        self.endpoint.protocol()
+    }
+
+    /// What to send to `deployment`, in its protocol; `Unsupported` when its protocol
+    /// cannot express this request (the deployment is skipped with that reason).
+    pub fn attempt_for(&self, deployment: &Deployment) -> Result<Outgoing, Unsupported> {
+        let headers = outgoing::headers(deployment);
+        if deployment.protocol == self.protocol() {
+            return Ok(Outgoing {
+                path: outgoing::path(deployment, self.endpoint.suffix(), self.stream, &self.query),
+                headers,
+                body: self.body_for(deployment),
+            });
+        }
+        if matches!(self.endpoint, Endpoint::Completions | Endpoint::Embeddings) {
+            return Err(Unsupported(format!(
+                "{} is served by OpenAI-compatible deployments only",
+                self.endpoint.client_path()
+            )));
+        }
+        let request = self
+            .canonical
+            .get_or_init(|| openai_chat::decode_request(&self.body))
+            .as_ref()
+            .map_err(|invalid| {
+                Unsupported(format!(
+                    "the request cannot be translated ({}: {})",
+                    invalid.field, invalid.message
+                ))
+            })?;
+        if !request.untranslatable.is_empty() {
+            return Err(Unsupported(format!(
+                "only {} deployments can take {}",
+                self.protocol().name(),
+                request.untranslatable.join(", ")
+            )));
+        }
+        let body = match deployment.protocol {
+            Protocol::OpenAiChat | Protocol::OpenAiResponses => openai_chat::encode_request(
+                request,
+                &deployment.provider_model,
+                outgoing::is_openai_platform(deployment),
+            ),
+            Protocol::Anthropic => anthropic::encode_request(request, &deployment.provider_model)?,
+            Protocol::Gemini => gemini::encode_request(request)?,
+        };
+        Ok(Outgoing {
+            // The client's query string belongs to its own protocol's API.
+            path: outgoing::path(deployment, self.endpoint.suffix(), self.stream, ""),
+            headers,
+            body: serde_json::to_vec(&body).unwrap_or_default(),
+        })
+    }
+
+    /// The body for a deployment of the client's own protocol: the provider's model name
+    /// instead of the group's.
+    fn body_for(&self, deployment: &Deployment) -> Vec<u8> {
         let mut body = self.body.clone();
         body.insert(
             "model".into(),
             Value::String(deployment.provider_model.clone()),
         );
-        if self.stream && !self.client_wants_usage && self.endpoint != Endpoint::Embeddings {
+        if self.stream
+            && !self.client_wants_usage
+            && matches!(
+                self.endpoint,
+                Endpoint::ChatCompletions | Endpoint::Completions
+            )
+        {
             // A stream's usage arrives only when asked for; without it the spend of a
             // streamed answer could not be counted.
             let options = body
@@ -234,22 +357,7 @@ impl ParsedRequest {
         // rejected upstream rather than crash the worker.
         serde_json::to_vec(&body).unwrap_or_default()
     }
-
-    /// The upstream path for this deployment, query included.
-    pub fn path_for(&self, deployment: &Deployment) -> String {
-        let mut path = format!(
-            "{}{}",
-            deployment.upstream.path_prefix,
-            self.endpoint.suffix()
-        );
-        if !self.query.is_empty() {
-            path.push('?');
-            path.push_str(&self.query);
-        }
-        path
-    }
 }
-
 impl ParsedRequest {
     /// Output tokens to assume for estimates: the client's cap, else `default` (0 for
     /// embeddings, which produce no output tokens).
@@ -260,6 +368,14 @@ impl ParsedRequest {
             self.max_tokens.unwrap_or(default)
         }
     }
+}
+
+/// A client-side decoder of one protocol.
+type Decode = fn(&Map<String, Value>) -> Result<ChatRequest, Invalid>;
+
+/// The 400 for a body that is valid JSON but not valid for its protocol, naming the field.
+fn invalid_field(invalid: &Invalid) -> Response {
+    respond::invalid_param(&invalid.field, &invalid.message)
 }
 
 /// The answer to a body over `detour.max_request_body_bytes`.
@@ -280,7 +396,15 @@ pub fn body_too_large(config: &Config) -> Response {
 fn estimate_input_tokens(body: &Map<String, Value>) -> u64 {
     let mut chars: u64 = 0;
     let mut n_messages: u64 = 0;
-    for key in ["messages", "prompt", "input", "tools", "functions"] {
+    for key in [
+        "messages",
+        "prompt",
+        "input",
+        "tools",
+        "functions",
+        "system",
+        "instructions",
+    ] {
         if let Some(value) = body.get(key) {
             if let (Value::Array(items), "messages") = (value, key) {
                 n_messages = items.len() as u64;
@@ -317,4 +441,44 @@ fn printable(path: &str) -> String {
         .take(200)
         .map(|c| if c.is_control() { '?' } else { c })
         .collect()
+}
+
+/// `GET /v1/models` (or `/models`): the route groups, as a list both the OpenAI SDKs
+/// (`object`, `id`, `created`, `owned_by`) and the Anthropic SDKs (`type`, `id`,
+/// `display_name`, `created_at`, `has_more`, `first_id`, `last_id`) read. `None` for any
+/// other request.
+pub fn models_answer(config: &Config, method: &str, path: &str) -> Option<Response> {
+    let bare = path.split_once('?').map_or(path, |(p, _)| p);
+    let bare = bare.trim_end_matches('/');
+    let bare = bare.strip_prefix("/v1").unwrap_or(bare);
+    if bare != "/models" || !method.eq_ignore_ascii_case("GET") {
+        return None;
+    }
+    let data: Vec<Value> = config
+        .groups
+        .keys()
+        .map(|name| {
+            serde_json::json!({
+                "id": name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "detour",
+                "type": "model",
+                "display_name": name,
+                "created_at": "1970-01-01T00:00:00Z",
+            })
+        })
+        .collect();
+    let body = serde_json::json!({
+        "object": "list",
+        "data": data,
+        "has_more": false,
+        "first_id": config.groups.keys().next(),
+        "last_id": config.groups.keys().next_back(),
+    });
+    Some(Response {
+        status: 200,
+        headers: vec![("content-type".to_string(), "application/json".to_string())],
+        body: serde_json::to_vec(&body).unwrap_or_default(),
+    })
 }

@@ -2,6 +2,8 @@
 //!
 //! One module renders them all so clients (the OpenAI SDKs first) see one format:
 //! `{"error": {"message", "type", "param", "code"}}`, plus `attempts` when a chain failed.
+//! [`in_protocol`] reshapes them for clients of another protocol (Anthropic's
+//! `{"type": "error", "error": {"type", "message"}}`), keeping detour's extra fields.
 
 use serde::Serialize;
 use serde_json::json;
@@ -9,6 +11,7 @@ use serde_json::json;
 use crate::config::Config;
 use crate::flow::{AttemptRecord, Reason};
 use crate::halt::Halt;
+use crate::protocol::{transcode, Protocol, ProviderError};
 use crate::UnixMillis;
 
 /// A response for the glue to send as it is.
@@ -32,12 +35,67 @@ fn json_response(status: u16, body: &serde_json::Value, extra: Vec<(String, Stri
     }
 }
 
+/// A response detour wrote, in the shape of the client's protocol. Only error bodies
+/// change (Anthropic clients get Anthropic's error shape, with detour's extra fields such
+/// as `attempts` kept inside `error`); anything else is returned as it is.
+pub fn in_protocol(response: Response, protocol: Protocol) -> Response {
+    if protocol != Protocol::Anthropic || response.status < 400 {
+        return response;
+    }
+    let Ok(serde_json::Value::Object(mut body)) =
+        serde_json::from_slice::<serde_json::Value>(&response.body)
+    else {
+        return response;
+    };
+    let Some(serde_json::Value::Object(mut error)) = body.remove("error") else {
+        return response;
+    };
+    let message = error
+        .remove("message")
+        .and_then(|m| m.as_str().map(str::to_string))
+        .unwrap_or_default();
+    error.remove("type");
+    let mut shaped = transcode::encode_error(
+        protocol,
+        response.status,
+        &ProviderError {
+            kind: None,
+            message,
+        },
+    );
+    if let Some(serde_json::Value::Object(inner)) = shaped.get_mut("error") {
+        for (key, value) in error {
+            if !value.is_null() {
+                inner.entry(key).or_insert(value);
+            }
+        }
+    }
+    Response {
+        body: serde_json::to_vec(&shaped).unwrap_or(response.body),
+        ..response
+    }
+}
+
 /// A 4xx caused by the request itself (never retried by OpenAI SDKs).
 pub fn client_error(status: u16, code: &str, message: impl Into<String>) -> Response {
     let message: String = message.into();
     json_response(
         status,
         &json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": code}}),
+        Vec::new(),
+    )
+}
+
+/// A 400 for a request field that is not valid for the client's protocol.
+pub fn invalid_param(field: &str, message: &str) -> Response {
+    let text = if field.is_empty() {
+        message.to_string()
+    } else {
+        format!("{field}: {message}")
+    };
+    json_response(
+        400,
+        &json!({"error": {"message": text, "type": "invalid_request_error", "param": field, "code": "invalid_request_body"}}),
         Vec::new(),
     )
 }
@@ -146,6 +204,15 @@ fn final_status(attempts: &[AttemptRecord]) -> (u16, &'static str, &'static str)
             .all(|a| matches!(a.reason, Reason::BudgetExhausted | Reason::ContextTooLarge))
     {
         return (402, "insufficient_quota", "budget_exceeded");
+    }
+    // Nothing could take the request in its protocol: the request is the problem.
+    if !attempts.is_empty()
+        && attempts
+            .iter()
+            .all(|a| matches!(a.reason, Reason::Untranslatable | Reason::ContextTooLarge))
+        && attempts.iter().any(|a| a.reason == Reason::Untranslatable)
+    {
+        return (400, "invalid_request_error", "untranslatable_request");
     }
     let last_sent = attempts.iter().rev().find(|a| !a.reason.is_skip());
     match last_sent.map(|a| a.reason) {

@@ -26,6 +26,9 @@ pub struct Usage {
     /// `usage.prompt_tokens_details.cached_tokens`: the part of `prompt_tokens` served from
     /// the provider's prompt cache (billed cheaper). 0 when not reported.
     pub cached_prompt_tokens: u64,
+    /// The part of `prompt_tokens` written to the provider's prompt cache (Anthropic's
+    /// `cache_creation_input_tokens`, billed dearer). 0 when not reported.
+    pub cache_write_tokens: u64,
 }
 
 /// Largest token count believed: anything above is a provider bug or garbage, and pricing it
@@ -64,6 +67,7 @@ fn parse_usage(usage: &Value) -> Option<Usage> {
         prompt_tokens: prompt.unwrap_or(0),
         completion_tokens: completion.unwrap_or(0),
         cached_prompt_tokens: cached.unwrap_or(0),
+        cache_write_tokens: 0,
     })
 }
 
@@ -353,6 +357,7 @@ mod tests {
             prompt_tokens: prompt,
             completion_tokens: completion,
             cached_prompt_tokens: cached,
+            cache_write_tokens: 0,
         }
     }
 

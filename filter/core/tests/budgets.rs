@@ -213,6 +213,7 @@ fn a_tag_at_100_percent_uses_its_overrun_group_and_is_still_charged() {
         prompt_tokens: 100,
         completion_tokens: 0,
         cached_prompt_tokens: 0,
+        cache_write_tokens: 0,
     };
     // $0.10 of $0.10: the tag is used up ...
     assert_eq!(

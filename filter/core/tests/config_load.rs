@@ -524,11 +524,7 @@ fn a_stage_mapped_to_an_unknown_group_is_an_error() {
 
 #[test]
 fn a_provider_whose_native_protocol_detour_does_not_speak_is_an_error() {
-    for model in [
-        "anthropic/claude-opus-4-5",
-        "gemini/gemini-2.5-pro",
-        "bedrock/x",
-    ] {
+    for model in ["bedrock/x", "vertex_ai/gemini-2.5-pro", "azure/gpt-4o"] {
         let text = format!(
             "model_list:\n  - model_name: g\n    litellm_params: {{model: {model}, api_key: os.environ/ANTHROPIC_API_KEY}}\n"
         );
@@ -545,7 +541,7 @@ fn every_problem_is_reported_not_only_the_first() {
     let text = r#"
 model_list:
   - model_name: g
-    litellm_params: {model: anthropic/claude-sonnet-4-5}
+    litellm_params: {model: bedrock/claude-sonnet-4-5}
   - model_name: h
     litellm_params: {model: openai/m, api_base: "ftp://x", api_key: os.environ/MISSING_KEY}
 router_settings:

@@ -24,6 +24,7 @@ fn usage(prompt: u64, completion: u64, cached: u64) -> Usage {
         prompt_tokens: prompt,
         completion_tokens: completion,
         cached_prompt_tokens: cached,
+        cache_write_tokens: 0,
     }
 }
 
@@ -35,14 +36,26 @@ fn per_million(input: f64, output: f64, cached: f64) -> Price {
         input_nanos: nanos(input),
         output_nanos: nanos(output),
         cached_input_nanos: nanos(cached),
+        cache_write_nanos: nanos(input),
     }
+}
+
+fn with_writes(mut price: Price, write_per_million: f64) -> Price {
+    price.cache_write_nanos = price::dollars_per_token_to_nanos(write_per_million / 1e6).unwrap();
+    price
 }
 
 #[test]
 fn builtin_prices_of_the_seed_models() {
     let cases = [
-        ("claude-opus-4-5", per_million(5.0, 25.0, 0.5)),
-        ("claude-sonnet-4-5", per_million(3.0, 15.0, 0.3)),
+        (
+            "claude-opus-4-5",
+            with_writes(per_million(5.0, 25.0, 0.5), 6.25),
+        ),
+        (
+            "claude-sonnet-4-5",
+            with_writes(per_million(3.0, 15.0, 0.3), 3.75),
+        ),
         ("gpt-5.2", per_million(1.75, 14.0, 0.175)),
         ("gpt-5.2-codex", per_million(1.75, 14.0, 0.175)),
         ("gemini-3-pro-preview", per_million(2.0, 12.0, 0.2)),
@@ -56,6 +69,28 @@ fn builtin_prices_of_the_seed_models() {
     for (model, want) in cases {
         assert_eq!(price::builtin(model), Some(want), "{model}");
     }
+}
+
+#[test]
+fn cache_writes_are_priced_at_their_own_rate() {
+    let opus = price::builtin("anthropic/claude-opus-4-5").unwrap();
+    let u = Usage {
+        prompt_tokens: 3_000,
+        completion_tokens: 100,
+        cached_prompt_tokens: 1_000,
+        cache_write_tokens: 1_500,
+    };
+    // 500 plain × $5/M + 1000 read × $0.50/M + 1500 written × $6.25/M + 100 × $25/M
+    // = 2_500_000 + 500_000 + 9_375_000 + 2_500_000 n$
+    assert_eq!(price::cost_nanos(&opus, &u), 14_875_000);
+    // More reads and writes than prompt tokens are clamped: reads first, then writes.
+    let absurd = Usage {
+        prompt_tokens: 10,
+        completion_tokens: 0,
+        cached_prompt_tokens: 6,
+        cache_write_tokens: 100,
+    };
+    assert_eq!(price::cost_nanos(&opus, &absurd), 6 * 500 + 4 * 6_250);
 }
 
 #[test]
@@ -205,6 +240,7 @@ fn costs_of_recorded_answers() {
         input_nanos: 20,
         output_nanos: 0,
         cached_input_nanos: 20,
+        cache_write_nanos: 20,
     };
     assert_eq!(price::cost_nanos(&small, &embeddings), 160);
 
@@ -224,6 +260,7 @@ fn cost_properties() {
             input_nanos: rng.next() % 100_000,
             output_nanos: rng.next() % 100_000,
             cached_input_nanos: rng.next() % 100_000,
+            cache_write_nanos: rng.next() % 100_000,
         };
         let u = usage(small(&mut rng), small(&mut rng), small(&mut rng));
         let cost = price::cost_nanos(&price, &u);
@@ -252,6 +289,7 @@ fn cost_properties() {
             input_nanos: rng.next(),
             output_nanos: rng.next(),
             cached_input_nanos: rng.next(),
+            cache_write_nanos: rng.next(),
         };
         let u = usage(rng.next(), rng.next(), rng.next());
         let _ = price::cost_nanos(&price, &u);

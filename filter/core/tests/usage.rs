@@ -32,6 +32,7 @@ fn usage(prompt: u64, completion: u64, cached: u64) -> Usage {
         prompt_tokens: prompt,
         completion_tokens: completion,
         cached_prompt_tokens: cached,
+        cache_write_tokens: 0,
     }
 }
 

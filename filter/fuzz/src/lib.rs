@@ -30,10 +30,10 @@ model_list:
     litellm_params: {model: openai/p1, api_base: "http://127.0.0.1:1/a/v1", api_key: os.environ/K, input_cost_per_token: 0.0001, output_cost_per_token: 0.0002, order: 1, rpm: 3, tpm: 2000}
     model_info: {id: p1}
   - model_name: paid
-    litellm_params: {model: openai/p2, api_base: "http://127.0.0.1:1/b/v1", api_key: os.environ/K, input_cost_per_token: 0.0001, output_cost_per_token: 0.0002, order: 2, max_input_tokens: 5}
+    litellm_params: {model: anthropic/p2, api_base: "http://127.0.0.1:1/b", api_key: os.environ/K, input_cost_per_token: 0.0001, output_cost_per_token: 0.0002, order: 2, max_input_tokens: 5}
     model_info: {id: p2}
   - model_name: cheap
-    litellm_params: {model: openai/c1, api_base: "http://127.0.0.1:1/c/v1", api_key: os.environ/K, input_cost_per_token: 0.00001, output_cost_per_token: 0.00002}
+    litellm_params: {model: gemini/c1, api_base: "http://127.0.0.1:1/c", api_key: os.environ/K, input_cost_per_token: 0.00001, output_cost_per_token: 0.00002}
     model_info: {id: c1}
   - model_name: free
     litellm_params: {model: hosted_vllm/f1, api_base: "http://127.0.0.1:1/f/v1", input_cost_per_token: 0, output_cost_per_token: 0}
@@ -86,20 +86,30 @@ pub fn config(text: &str) {
     }
 }
 
-/// `request` target: parsing arbitrary bytes never panics; an accepted request can be
-/// rewritten for every deployment.
-pub fn request(body: &[u8]) {
+/// `request` target: parsing arbitrary bytes on every client protocol's endpoint never
+/// panics; an accepted request is rewritten (or refused as untranslatable) for every
+/// deployment of every protocol. Input: byte 0 picks the endpoint, the rest is the body.
+pub fn request(input: &[u8]) {
     thread_local! {
         static CONFIG: Config = flow_config();
     }
+    let Some((&which, body)) = input.split_first() else {
+        return;
+    };
+    let path = match which % 3 {
+        0 => "/v1/chat/completions",
+        1 => "/v1/messages",
+        _ => "/v1/responses",
+    };
     CONFIG.with(|config| {
-        let Ok(parsed) = ParsedRequest::parse(config, "POST", "/v1/chat/completions", body) else {
+        let Ok(parsed) = ParsedRequest::parse(config, "POST", path, body) else {
             return;
         };
         for deployment in &config.deployments {
-            let rewritten = parsed.body_for(deployment);
-            assert!(!rewritten.is_empty());
-            let _ = parsed.path_for(deployment);
+            if let Ok(outgoing) = parsed.attempt_for(deployment) {
+                assert!(!outgoing.body.is_empty());
+                assert!(outgoing.path.starts_with('/'));
+            }
         }
         let _ = parsed.output_estimate(config.budgets.default_max_tokens);
     });
@@ -111,6 +121,7 @@ pub fn usage_json(body: &[u8]) {
         let price = price::Price {
             input_nanos: u64::MAX,
             cached_input_nanos: u64::MAX,
+            cache_write_nanos: u64::MAX,
             output_nanos: u64::MAX,
         };
         let _ = price::cost_nanos(&price, &usage);

@@ -7,7 +7,8 @@ use std::rc::Rc;
 use detour_core::admin;
 use detour_core::classify::{self, MAX_CLASSIFY_BODY};
 use detour_core::flow::{Answer, Flow, Reason, Step, Verdict};
-use detour_core::meter::Meter;
+use detour_core::meter::{self, Meter, MAX_JSON_BODY};
+use detour_core::protocol::transcode;
 use detour_core::request::{self, ParsedRequest};
 use detour_core::respond;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -27,10 +28,11 @@ const PER_TRY_TIMEOUT_HEADER: &str = "x-envoy-upstream-rq-per-try-timeout-ms";
 /// Client headers never forwarded to a provider: credentials (the provider gets the
 /// deployment's key instead) and anything that would steer detour or Envoy.
 fn is_stripped_request_header(name: &str) -> bool {
-    const CREDENTIALS: [&str; 5] = [
+    const CREDENTIALS: [&str; 6] = [
         "authorization",
         "x-api-key",
         "api-key",
+        "x-goog-api-key",
         "cookie",
         "proxy-authorization",
     ];
@@ -38,6 +40,8 @@ fn is_stripped_request_header(name: &str) -> bool {
     CREDENTIALS.contains(&name.as_str())
         || name.starts_with("x-detour-")
         || name == "content-length"
+        // detour reads every answer (usage, translation): it must arrive uncompressed.
+        || name == "accept-encoding"
 }
 
 /// What Envoy's router meant by a synthetic answer, from `response.code_details`
@@ -183,9 +187,12 @@ impl DetourHttp {
         if !flow.awaiting_settlement() {
             return;
         }
-        let strip = !flow.client_wants_usage();
+        let Some(config) = state.config.clone() else {
+            return;
+        };
+        let plan = flow.answer_plan(&config);
         let content_type = host::header(MapType::HttpResponseHeaders, "content-type");
-        let meter = Meter::for_response(content_type.as_deref(), strip);
+        let meter = Meter::for_answer(content_type.as_deref(), &plan);
         if meter.rewrites() {
             // Chunks may change length once the usage chunk is taken out.
             host::set_header(MapType::HttpResponseHeaders, "content-length", None);
@@ -230,10 +237,15 @@ impl DetourHttp {
         }
     }
 
-    /// Answers the admin API itself, before anything else sees the request.
+    /// Answers the admin API and `GET /v1/models` itself, before anything else sees the
+    /// request.
     fn admin_request(&mut self, headers: &[(String, String)]) -> Option<Action> {
         let mut state = self.state.borrow_mut();
         let config = state.config.clone()?;
+        if let Some(response) = request::models_answer(&config, &state.method, &state.path) {
+            state.respond(&response);
+            return Some(Action::Pause);
+        }
         if !admin::is_admin_path(&config, &state.path) {
             return None;
         }
@@ -254,6 +266,69 @@ impl DetourHttp {
         }
         state.respond(&response);
         Some(Action::Pause)
+    }
+}
+
+impl DetourHttp {
+    /// Whether the router's successful answer must be read whole before the client sees
+    /// it (to translate it, or to check it is valid in the deployment's protocol).
+    fn needs_whole_body(&self) -> bool {
+        let state = self.state.borrow();
+        let (Some(config), Some(flow)) = (state.config.as_ref(), state.flow.as_ref()) else {
+            return false;
+        };
+        let content_type = host::header(MapType::HttpResponseHeaders, "content-type");
+        meter::needs_whole_body(content_type.as_deref(), &flow.answer_plan(config))
+    }
+
+    /// A whole successful answer from the router: translated and delivered (`true`), or,
+    /// when it does not parse in its protocol, judged a failure so the chain goes on.
+    fn judge_whole(&mut self, status: u16, body: &[u8]) -> bool {
+        let metered = {
+            let state = self.state.borrow();
+            let (Some(config), Some(flow)) = (state.config.as_ref(), state.flow.as_ref()) else {
+                return false;
+            };
+            let content_type = host::header(MapType::HttpResponseHeaders, "content-type");
+            meter::whole(&flow.answer_plan(config), content_type.as_deref(), body)
+        };
+        let invalid = metered.is_err().then_some(Reason::InvalidAnswer);
+        let Some(extra) = self.judge_router_answer(status, None, None, b"", invalid) else {
+            return false;
+        };
+        let (out, usage) = metered.unwrap_or_default();
+        for (name, value) in &extra {
+            host::set_header(MapType::HttpResponseHeaders, name, Some(value));
+        }
+        host::set_header(MapType::HttpResponseHeaders, "content-length", None);
+        host::set_buffer(BufferType::HttpResponseBody, body.len(), &out);
+        let mut state = self.state.borrow_mut();
+        state.first_byte_at = Some(host::now_ms());
+        if let (Some(config), Some(flow)) = (state.config.clone(), state.flow.as_mut()) {
+            flow.settle(&config, &mut SharedData, host::now_ms(), usage);
+            log_events(flow);
+        }
+        true
+    }
+
+    /// An error answer handed back to a client of another protocol: in its shape.
+    fn translate_error_answer(&self, status: u16, body_size: usize, body: &[u8]) {
+        let state = self.state.borrow();
+        let (Some(config), Some(flow)) = (state.config.as_ref(), state.flow.as_ref()) else {
+            return;
+        };
+        let plan = flow.answer_plan(config);
+        if !plan.translates() || status < 300 {
+            return;
+        }
+        let out = transcode::error_answer(&plan, status, body);
+        host::set_header(MapType::HttpResponseHeaders, "content-length", None);
+        host::set_header(
+            MapType::HttpResponseHeaders,
+            "content-type",
+            Some("application/json"),
+        );
+        host::set_buffer(BufferType::HttpResponseBody, body_size, &out);
     }
 }
 
@@ -361,13 +436,22 @@ impl HttpContext for DetourHttp {
             .unwrap_or(0);
         let retry_after = host::header(MapType::HttpResponseHeaders, "retry-after");
         let retry_after_ms = host::header(MapType::HttpResponseHeaders, "retry-after-ms");
-        if classify::needs_body(status) && !end_of_stream {
+        let whole = (200..300).contains(&status) && self.needs_whole_body();
+        if (classify::needs_body(status) || whole) && !end_of_stream {
             self.state.borrow_mut().phase = Phase::Judging {
                 status,
                 retry_after,
                 retry_after_ms,
+                whole,
             };
             return Action::Pause;
+        }
+        if whole {
+            // A successful answer with no body at all: not valid in any protocol.
+            return match self.judge_whole(status, &[]) {
+                true => Action::Continue,
+                false => Action::Pause,
+            };
         }
         let failure =
             host::property(&["response", "code_details"]).and_then(|d| transport_failure(&d));
@@ -396,10 +480,30 @@ impl HttpContext for DetourHttp {
                 status,
                 retry_after,
                 retry_after_ms,
+                whole,
             } => {
-                if !end_of_stream && body_size < MAX_CLASSIFY_BODY {
+                let limit = if whole {
+                    MAX_JSON_BODY
+                } else {
+                    MAX_CLASSIFY_BODY
+                };
+                if !end_of_stream && body_size < limit {
                     // Hold it: the next call sees everything buffered so far.
                     return Action::Pause;
+                }
+                if whole {
+                    let body = if end_of_stream {
+                        host::buffer(BufferType::HttpResponseBody, body_size, limit)
+                    } else {
+                        // Larger than any answer detour translates: not believed.
+                        Vec::new()
+                    };
+                    let delivered = self.judge_whole(status, &body);
+                    if !delivered {
+                        host::set_buffer(BufferType::HttpResponseBody, body_size, b"");
+                        return Action::Pause;
+                    }
+                    return Action::Continue;
                 }
                 let body = host::buffer(BufferType::HttpResponseBody, body_size, MAX_CLASSIFY_BODY);
                 match self.judge_router_answer(
@@ -414,6 +518,7 @@ impl HttpContext for DetourHttp {
                         for (name, value) in &extra {
                             host::set_header(MapType::HttpResponseHeaders, name, Some(value));
                         }
+                        self.translate_error_answer(status, body_size, &body);
                         Action::Continue
                     }
                     None => {

@@ -7,8 +7,10 @@ use std::rc::Rc;
 
 use detour_core::config::Config;
 use detour_core::event::Event;
-use detour_core::flow::{Answer, Flow, Step, Verdict};
+use detour_core::flow::{Answer, Flow, Reason, Step, Verdict};
 use detour_core::meter::{self, Meter};
+use detour_core::protocol::transcode;
+use detour_core::request::Endpoint;
 use detour_core::respond::{self, Response};
 use detour_core::telemetry;
 use detour_core::UnixMillis;
@@ -26,11 +28,13 @@ pub(crate) enum Phase {
     ReadingRequest,
     /// The first attempt went to Envoy's router; waiting for its response headers.
     Routed,
-    /// The router's answer needs its body to be judged (a 4xx); buffering it.
+    /// The router's answer needs its body before it can be judged: a 4xx (to classify
+    /// it), or (`whole`) a successful answer to translate or validate whole; buffering it.
     Judging {
         status: u16,
         retry_after: Option<String>,
         retry_after_ms: Option<String>,
+        whole: bool,
     },
     /// The router's answer goes to the client as it is (success or pass-through).
     Passing,
@@ -73,8 +77,10 @@ impl RequestState {
         }
     }
 
-    /// Answers the client with a response detour wrote.
+    /// Answers the client with a response detour wrote, shaped for the client's protocol.
     pub(crate) fn respond(&mut self, response: &Response) {
+        let protocol = Endpoint::protocol_of_path(&self.path);
+        let response = respond::in_protocol(response.clone(), protocol);
         host::send_response(response.status, &response.headers, &response.body);
         self.phase = Phase::Done;
     }
@@ -200,12 +206,25 @@ impl RequestState {
                 .map(|(_, v)| v.as_str())
         };
         let status = find(":status").and_then(|s| s.trim().parse::<u16>().ok());
+        let plan = flow.answer_plan(&config);
+        // A successful answer is read whole first (translated into the client's protocol,
+        // its usage found): one that does not parse in its protocol is a failure of the
+        // deployment, and the chain goes on.
+        let success = status.is_some_and(|s| (200..300).contains(&s));
+        let (outcome, invalid) = if success {
+            match meter::whole(&plan, find("content-type"), &body) {
+                Ok(metered) => (Some(metered), None),
+                Err(_) => (None, Some(Reason::InvalidAnswer)),
+            }
+        } else {
+            (None, None)
+        };
         let answer = Answer {
             status,
             retry_after: find("retry-after"),
             retry_after_ms: find("retry-after-ms"),
             body: &body,
-            transport_failure: None,
+            transport_failure: invalid,
         };
         let verdict = flow.on_answer(&config, &mut SharedData, host::now_ms(), answer);
         log_events(flow);
@@ -213,10 +232,15 @@ impl RequestState {
             (Verdict::Deliver(extra), Some(status)) => {
                 let mut out = deliverable_headers(&headers);
                 out.extend(extra);
-                // The whole answer is here: meter it, take out a usage chunk the client did
-                // not ask for, and settle its cost now.
-                let (body, usage) =
-                    meter::whole(find("content-type"), &body, !flow.client_wants_usage());
+                let (body, usage) = match outcome {
+                    Some(metered) => metered,
+                    // An error answer handed back: in the client's protocol's shape.
+                    None if plan.translates() => {
+                        set_json_content_type(&mut out);
+                        (transcode::error_answer(&plan, status, &body), None)
+                    }
+                    None => (body, None),
+                };
                 self.first_byte_at = Some(host::now_ms());
                 host::send_response(status, &out, &body);
                 flow.settle(&config, &mut SharedData, host::now_ms(), usage);
@@ -243,6 +267,12 @@ pub(crate) fn log_event(event: &Event) {
     if !matches!(event, Event::Request { .. }) {
         webhook::push(event);
     }
+}
+
+/// Replaces the content type with JSON (an error answer rewritten in another protocol).
+pub(crate) fn set_json_content_type(headers: &mut Vec<(String, String)>) {
+    headers.retain(|(k, _)| !k.eq_ignore_ascii_case("content-type"));
+    headers.push(("content-type".to_string(), "application/json".to_string()));
 }
 
 /// The headers of a dispatched answer that may go to the client: no pseudo-headers, no

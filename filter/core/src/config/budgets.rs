@@ -379,16 +379,32 @@ pub(crate) fn read_admin(
     })
 }
 
+/// A deployment's prices as its config writes them, dollars per token.
+pub(crate) struct ConfigPrices {
+    /// `input_cost_per_token`.
+    pub(crate) input: Option<f64>,
+    /// `output_cost_per_token`.
+    pub(crate) output: Option<f64>,
+    /// `cache_read_input_token_cost`.
+    pub(crate) cached: Option<f64>,
+    /// `cache_creation_input_token_cost`.
+    pub(crate) cache_write: Option<f64>,
+}
+
 /// The price of a deployment: the config's per-token prices, else the built-in table's.
 pub(crate) fn resolve_price(
-    input: Option<f64>,
-    output: Option<f64>,
-    cached: Option<f64>,
+    prices: ConfigPrices,
     model: &str,
     provider_model: &str,
     path: &str,
     diags: &mut Diags,
 ) -> Option<price::Price> {
+    let ConfigPrices {
+        input,
+        output,
+        cached,
+        cache_write,
+    } = prices;
     match (input, output) {
         (Some(input), Some(output)) => {
             let nanos = |v: f64, key: &str, diags: &mut Diags| {
@@ -407,10 +423,15 @@ pub(crate) fn resolve_price(
                 Some(c) => nanos(c, "cache_read_input_token_cost", diags)?,
                 None => input_nanos,
             };
+            let cache_write_nanos = match cache_write {
+                Some(c) => nanos(c, "cache_creation_input_token_cost", diags)?,
+                None => input_nanos,
+            };
             Some(price::Price {
                 input_nanos,
                 output_nanos,
                 cached_input_nanos,
+                cache_write_nanos,
             })
         }
         (None, None) => price::builtin(model).or_else(|| price::builtin(provider_model)),

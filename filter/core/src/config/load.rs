@@ -73,10 +73,11 @@ const SETTINGS_ALWAYS_ON: [(&str, &str); 2] = [
 
 const DEPLOYMENT_KEYS: [&str; 3] = ["model_name", "litellm_params", "model_info"];
 
-const PARAMS_KEYS: [&str; 13] = [
+const PARAMS_KEYS: [&str; 14] = [
     "max_budget",
     "budget_duration",
     "cache_read_input_token_cost",
+    "cache_creation_input_token_cost",
     "model",
     "api_base",
     "api_key",
@@ -89,8 +90,9 @@ const PARAMS_KEYS: [&str; 13] = [
     "weight",
 ];
 
-const MODEL_INFO_KEYS: [&str; 6] = [
+const MODEL_INFO_KEYS: [&str; 7] = [
     "cache_read_input_token_cost",
+    "cache_creation_input_token_cost",
     "id",
     "max_input_tokens",
     "input_cost_per_token",
@@ -622,10 +624,14 @@ fn read_deployment(
     let output_cost_per_token = pick_f64("output_cost_per_token", diags);
     let max_input_tokens = pick_u64("max_input_tokens", diags);
     let cached_cost = pick_f64("cache_read_input_token_cost", diags);
+    let cache_write_cost = pick_f64("cache_creation_input_token_cost", diags);
     let price = budgets::resolve_price(
-        input_cost_per_token,
-        output_cost_per_token,
-        cached_cost,
+        budgets::ConfigPrices {
+            input: input_cost_per_token,
+            output: output_cost_per_token,
+            cached: cached_cost,
+            cache_write: cache_write_cost,
+        },
         &model,
         &provider.provider_model,
         &params.path,
@@ -664,6 +670,7 @@ fn read_deployment(
         group,
         model,
         provider_model: provider.provider_model,
+        protocol: provider.protocol,
         upstream: upstream?,
         api_key,
         rpm,

@@ -116,8 +116,11 @@ pub struct Deployment {
     pub group: String,
     /// `litellm_params.model` as written (`openai/gpt-4o`).
     pub model: String,
-    /// The model name the provider expects in the request body (`gpt-4o`).
+    /// The model name the provider expects (`gpt-4o`): in the request body, or in the
+    /// path for Gemini.
     pub provider_model: String,
+    /// The protocol the deployment speaks, from the provider prefix.
+    pub protocol: crate::protocol::Protocol,
     /// Where requests go.
     pub upstream: Upstream,
     /// The provider key, if any. Never printed.

@@ -1,17 +1,22 @@
 //! LiteLLM provider prefixes (`openai/gpt-4o`) and what detour does with them.
 //!
-//! This version speaks the OpenAI Chat Completions protocol to every upstream, so it
-//! accepts the providers whose API is OpenAI-compatible. Anthropic, Gemini, Azure and the
-//! other native protocols arrive with the canonical request model; until then such a
-//! deployment is a config error, not a request sent in the wrong shape.
+//! The prefix picks the protocol detour speaks to the deployment: `anthropic/` the
+//! Anthropic Messages API, `gemini/` Google's Gemini API (AI Studio), and the
+//! OpenAI-compatible prefixes (and unprefixed names) OpenAI Chat Completions. Providers
+//! with other native protocols (Vertex, Bedrock, Azure's own API, …) are a config error,
+//! not a request sent in the wrong shape.
+
+use crate::protocol::Protocol;
 
 /// What a `litellm_params.model` value resolves to.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct ProviderModel {
-    /// The model name sent in the request body.
+    /// The model name sent to the provider (in the body, or in Gemini's path).
     pub(crate) provider_model: String,
     /// The provider's public endpoint, used when `api_base` is absent.
     pub(crate) default_api_base: Option<&'static str>,
+    /// The protocol the deployment speaks.
+    pub(crate) protocol: Protocol,
 }
 
 /// OpenAI-compatible providers: prefix and default base URL (`None`: `api_base` required).
@@ -32,10 +37,22 @@ const OPENAI_COMPATIBLE: [(&str, Option<&str>); 14] = [
     ("together_ai", Some("https://api.together.xyz/v1")),
 ];
 
-/// Prefixes LiteLLM knows whose native protocol detour does not speak yet.
-const NATIVE_ONLY: [&str; 10] = [
-    "anthropic",
-    "gemini",
+/// Native protocols detour speaks: prefix, protocol, public endpoint.
+const NATIVE: [(&str, Protocol, &str); 2] = [
+    (
+        "anthropic",
+        Protocol::Anthropic,
+        "https://api.anthropic.com",
+    ),
+    (
+        "gemini",
+        Protocol::Gemini,
+        "https://generativelanguage.googleapis.com",
+    ),
+];
+
+/// Prefixes LiteLLM knows whose native protocol detour does not speak.
+const NATIVE_ONLY: [&str; 8] = [
     "vertex_ai",
     "azure",
     "azure_ai",
@@ -53,8 +70,21 @@ pub(crate) fn resolve(model: &str) -> Result<ProviderModel, String> {
         return Ok(ProviderModel {
             provider_model: model.to_string(),
             default_api_base: Some("https://api.openai.com/v1"),
+            protocol: Protocol::OpenAiChat,
         });
     };
+    if let Some((_, protocol, base)) = NATIVE.iter().find(|(p, _, _)| *p == prefix) {
+        if rest.is_empty() {
+            return Err(format!(
+                "{model:?} names no model after the provider prefix"
+            ));
+        }
+        return Ok(ProviderModel {
+            provider_model: rest.to_string(),
+            default_api_base: Some(base),
+            protocol: *protocol,
+        });
+    }
     if let Some((_, base)) = OPENAI_COMPATIBLE.iter().find(|(p, _)| *p == prefix) {
         if rest.is_empty() {
             return Err(format!(
@@ -64,12 +94,14 @@ pub(crate) fn resolve(model: &str) -> Result<ProviderModel, String> {
         return Ok(ProviderModel {
             provider_model: rest.to_string(),
             default_api_base: *base,
+            protocol: Protocol::OpenAiChat,
         });
     }
     if NATIVE_ONLY.contains(&prefix) {
         return Err(format!(
-            "provider {prefix:?} needs its native protocol, which this version of detour does not speak yet; \
-             point the deployment at an OpenAI-compatible endpoint (`openai/<model>` with `api_base`)"
+            "provider {prefix:?} needs its native protocol, which detour does not speak; \
+             detour speaks `anthropic/`, `gemini/` and OpenAI-compatible endpoints \
+             (`openai/<model>` with `api_base`)"
         ));
     }
     // An unknown prefix is most likely part of the model name (e.g. `meta-llama/Llama-3`
@@ -77,6 +109,7 @@ pub(crate) fn resolve(model: &str) -> Result<ProviderModel, String> {
     Ok(ProviderModel {
         provider_model: model.to_string(),
         default_api_base: None,
+        protocol: Protocol::OpenAiChat,
     })
 }
 
@@ -93,7 +126,14 @@ mod tests {
         let pm = resolve("hosted_vllm/meta-llama/Llama-3").unwrap();
         assert_eq!(pm.provider_model, "meta-llama/Llama-3");
         assert_eq!(pm.default_api_base, None);
-        assert!(resolve("anthropic/claude-opus-4-5")
+        let pm = resolve("anthropic/claude-opus-4-5").unwrap();
+        assert_eq!(
+            (pm.provider_model.as_str(), pm.protocol),
+            ("claude-opus-4-5", Protocol::Anthropic)
+        );
+        let pm = resolve("gemini/gemini-3-pro-preview").unwrap();
+        assert_eq!(pm.protocol, Protocol::Gemini);
+        assert!(resolve("bedrock/anthropic.claude-v2")
             .unwrap_err()
             .contains("native protocol"));
         assert!(resolve("openai/").is_err());

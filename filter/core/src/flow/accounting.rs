@@ -130,6 +130,7 @@ impl Flow {
                         prompt_tokens: input,
                         completion_tokens: output,
                         cached_prompt_tokens: 0,
+                        cache_write_tokens: 0,
                     },
                 )
             })

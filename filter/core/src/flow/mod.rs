@@ -29,6 +29,8 @@ use crate::classify::{self, Class};
 use crate::config::{Config, DeploymentIdx, FallbackKind};
 use crate::event::{Event, FallbackReason};
 use crate::health::{self, Availability, Failure, Transition};
+use crate::protocol::transcode::AnswerPlan;
+use crate::protocol::Protocol;
 use crate::request::ParsedRequest;
 use crate::respond::{self, Response};
 use crate::retry_after;
@@ -77,6 +79,12 @@ pub enum Reason {
     BudgetExhausted,
     /// Skipped: the deployment is at its configured `rpm`/`tpm`.
     LocalRateLimit,
+    /// Skipped: the deployment's protocol cannot express the request (the record's
+    /// `detail` says what).
+    Untranslatable,
+    /// The answer did not parse in the deployment's protocol (garbage, or another
+    /// protocol's shape): a failure of the deployment, never a success passed on.
+    InvalidAnswer,
 }
 
 impl Reason {
@@ -92,6 +100,7 @@ impl Reason {
                 | Reason::AttemptCapReached
                 | Reason::BudgetExhausted
                 | Reason::LocalRateLimit
+                | Reason::Untranslatable
         )
     }
 
@@ -117,6 +126,8 @@ impl Reason {
             Reason::AttemptCapReached => "not tried: attempt cap reached",
             Reason::BudgetExhausted => "skipped: budget exhausted",
             Reason::LocalRateLimit => "skipped: at its rpm/tpm limit",
+            Reason::Untranslatable => "skipped: its protocol cannot express the request",
+            Reason::InvalidAnswer => "answer not valid in its protocol",
         }
     }
 }
@@ -134,6 +145,9 @@ pub struct AttemptRecord {
     pub reason: Reason,
     /// How long the attempt took (0 for skips).
     pub duration_ms: u64,
+    /// More about the reason, when there is more to say (what could not be translated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// What the glue must do next.
@@ -307,6 +321,28 @@ impl Flow {
         self.request.stream
     }
 
+    /// The protocol the client speaks.
+    pub fn client_protocol(&self) -> Protocol {
+        self.request.protocol()
+    }
+
+    /// How the answer of the attempt in flight (or, once delivered, of the deployment
+    /// that served) reaches the client.
+    pub fn answer_plan(&self, config: &Config) -> AnswerPlan {
+        let provider = self
+            .current
+            .map(|c| c.deployment)
+            .or(self.served)
+            .and_then(|idx| config.deployment(idx))
+            .map_or(self.request.protocol(), |d| d.protocol);
+        AnswerPlan {
+            client: self.request.protocol(),
+            provider,
+            stream: self.request.stream,
+            client_wants_usage: self.request.client_wants_usage,
+        }
+    }
+
     /// Whether the client asked for usage in its stream (else detour strips the usage
     /// chunk it asked for on the client's behalf).
     pub fn client_wants_usage(&self) -> bool {
@@ -446,6 +482,16 @@ impl Flow {
             }
             return None;
         }
+        let outgoing = match self.request.attempt_for(deployment) {
+            Ok(outgoing) => outgoing,
+            Err(unsupported) => {
+                self.record_skip(config, idx, Reason::Untranslatable, FallbackReason::Failure);
+                if let Some(record) = self.attempts.last_mut() {
+                    record.detail = Some(unsupported.0);
+                }
+                return None;
+            }
+        };
         let remaining = self.deadline.saturating_sub(now);
         let total_timeout_ms = if self.request.stream {
             config.settings.stream_timeout_ms
@@ -507,22 +553,15 @@ impl Flow {
             sent_at: Some(now),
             probe,
         });
-        let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
-        if let Some(key) = &deployment.api_key {
-            headers.push((
-                "authorization".to_string(),
-                format!("Bearer {}", key.expose()),
-            ));
-        }
         Some(Send {
             deployment: idx,
             deployment_id: deployment.id.clone(),
             attempt: self.n_sent,
             cluster: deployment.upstream.cluster.clone(),
             authority: deployment.upstream.authority(),
-            path: self.request.path_for(deployment),
-            headers,
-            body: self.request.body_for(deployment),
+            path: outgoing.path,
+            headers: outgoing.headers,
+            body: outgoing.body,
             first_byte_timeout_ms,
             total_timeout_ms,
         })
@@ -544,6 +583,7 @@ impl Flow {
             status: None,
             reason,
             duration_ms: 0,
+            detail: None,
         });
         if self.left.is_none() {
             self.left = Some((idx, fallback));
@@ -607,6 +647,7 @@ impl Flow {
             status: answer.status,
             reason,
             duration_ms,
+            detail: None,
         });
         current.sent_at = None;
         let settings = &config.settings;
