@@ -628,3 +628,470 @@ def test_signal_exits_zero_during_hang(tmp_path, sig):
             socket.create_connection(("127.0.0.1", m.port), timeout=1).close()
     finally:
         stop_mock(m.proc)
+
+
+# --------------------------------------------------------------------------
+# Anthropic Messages
+# --------------------------------------------------------------------------
+
+MESSAGES = "/v1/messages"
+GEMINI_MODEL = "gemini-3-pro-preview"
+
+
+def messages_body(**extra):
+    return {"model": "claude-test", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}], **extra}
+
+
+def messages(port, deployment="dep-a", body=None, path=MESSAGES, **kw):
+    return call(port, "POST", f"/{deployment}{path}", messages_body() if body is None else body, **kw)
+
+
+def gemini_body():
+    return {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+
+
+def generate(port, deployment="dep-a", stream=False, sse=True, body=None, **kw):
+    method = "streamGenerateContent" + ("?alt=sse" if sse else "") if stream else "generateContent"
+    path = f"/{deployment}/v1beta/models/{GEMINI_MODEL}:{method}"
+    return call(port, "POST", path, gemini_body() if body is None else body, **kw)
+
+
+def parse_named_sse(data: bytes) -> list[tuple[str | None, dict]]:
+    """SSE with `event:` lines -> [(event name, decoded data)]."""
+    text = data.decode().replace("\r\n", "\n")
+    assert text.endswith("\n\n")
+    out = []
+    for block in text.split("\n\n")[:-1]:
+        name, payload = None, None
+        for line in block.split("\n"):
+            field, _, value = line.partition(": ")
+            if field == "event":
+                name = value
+            elif field == "data":
+                payload = json.loads(value)
+        out.append((name, payload))
+    return out
+
+
+def assert_anthropic_error(data: bytes, type_: str) -> dict:
+    obj = json.loads(data)
+    assert obj["type"] == "error"
+    assert set(obj["error"]) == {"type", "message"}
+    assert obj["error"]["type"] == type_
+    assert obj["error"]["message"]
+    return obj["error"]
+
+
+def assert_gemini_error(data: bytes, code: int, status: str) -> dict:
+    obj = json.loads(data)
+    assert set(obj) == {"error"}
+    err = obj["error"]
+    assert (err["code"], err["status"]) == (code, status)
+    assert err["message"]
+    return err
+
+
+def test_anthropic_default_message(mock):
+    for path in (MESSAGES, "/messages"):
+        status, headers, data = messages(mock.port, path=path)
+        assert status == 200
+        assert headers["content-type"] == "application/json"
+        obj = json.loads(data)
+        assert obj["type"] == "message" and obj["role"] == "assistant"
+        assert obj["id"].startswith("msg_")
+        assert obj["model"] == "claude-test"
+        assert obj["content"] == [{"type": "text", "text": "hello from dep-a"}]
+        assert (obj["stop_reason"], obj["stop_sequence"]) == ("end_turn", None)
+        assert obj["usage"] == {
+            "input_tokens": 10,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": 5,
+        }
+    assert [(r["protocol"], r["endpoint"]) for r in recorded(mock.port)] == [("anthropic", "messages")] * 2
+
+
+def test_anthropic_usage_is_mapped_from_openai_form(mock):
+    usage = {"prompt_tokens": 100, "completion_tokens": 20, "prompt_tokens_details": {"cached_tokens": 30}, "cache_creation_tokens": 10}
+    script(mock.port, "dep-a", [{"usage": usage, "finish_reason": "length", "content": "cut"}])
+    obj = json.loads(messages(mock.port)[2])
+    assert obj["usage"] == {
+        "input_tokens": 60,
+        "cache_creation_input_tokens": 10,
+        "cache_read_input_tokens": 30,
+        "output_tokens": 20,
+    }
+    assert obj["stop_reason"] == "max_tokens"
+    assert obj["content"] == [{"type": "text", "text": "cut"}]
+
+
+def test_anthropic_tool_call(mock):
+    script(mock.port, "dep-a", [{"tool_call": {"name": "get_weather", "arguments": {"city": "Paris"}}}])
+    obj = json.loads(messages(mock.port)[2])
+    [block] = obj["content"]
+    assert block["type"] == "tool_use" and block["id"].startswith("toolu_")
+    assert (block["name"], block["input"]) == ("get_weather", {"city": "Paris"})
+    assert obj["stop_reason"] == "tool_use"
+
+
+ANTHROPIC_ERROR_CASES = [
+    ("rate_limit", 429, "rate_limit_error"),
+    ("server", 500, "api_error"),
+    ("unavailable", 503, "api_error"),
+    ("overloaded", 529, "overloaded_error"),
+    ("context_length", 400, "invalid_request_error"),
+    ("content_policy", 400, "invalid_request_error"),
+    ("bad_request", 400, "invalid_request_error"),
+    ("auth", 401, "authentication_error"),
+    ("not_found", 404, "not_found_error"),
+]
+
+
+@pytest.mark.parametrize("kind,status,type_", ANTHROPIC_ERROR_CASES)
+def test_anthropic_error_kinds(mock, kind, status, type_):
+    script(mock.port, "dep-a", [{"error": kind, "retry_after": 3}])
+    got, headers, data = messages(mock.port, body=messages_body(stream=True))
+    assert got == status
+    assert headers["content-type"] == "application/json"
+    assert headers["retry-after"] == "3"
+    assert_anthropic_error(data, type_)
+
+
+def test_anthropic_error_messages_and_bare_status(mock):
+    script(mock.port, "dep-a", [{"error": "context_length"}, {"error": "not_found"}, {"status": 403}, {"error": "server", "message": "custom"}])
+    assert assert_anthropic_error(messages(mock.port)[2], "invalid_request_error")["message"] == (
+        "prompt is too long: 210000 tokens > 200000 maximum"
+    )
+    assert assert_anthropic_error(messages(mock.port)[2], "not_found_error")["message"] == "model: claude-test"
+    status, _, data = messages(mock.port)
+    assert status == 403
+    assert_anthropic_error(data, "permission_error")
+    assert assert_anthropic_error(messages(mock.port)[2], "api_error")["message"] == "custom"
+
+
+def test_anthropic_invalid_bodies_are_refused_without_a_step(mock):
+    script(mock.port, "dep-a", [{"content": "kept"}])
+    status, _, data = messages(mock.port, body={"model": "m", "messages": []})
+    assert status == 400
+    assert "max_tokens" in assert_anthropic_error(data, "invalid_request_error")["message"]
+    status, _, data = messages(mock.port, body=messages_body(stream_options={"include_usage": True}))
+    assert status == 400
+    assert assert_anthropic_error(data, "invalid_request_error")["message"] == "stream_options: Extra inputs are not permitted"
+    status, _, data = messages(mock.port, body=b"{nope")
+    assert status == 400
+    assert_anthropic_error(data, "invalid_request_error")
+    assert json.loads(messages(mock.port)[2])["content"][0]["text"] == "kept"
+
+
+def test_anthropic_stream_grammar(mock):
+    usage = {"prompt_tokens": 50, "completion_tokens": 7, "prompt_tokens_details": {"cached_tokens": 20}}
+    script(mock.port, "dep-a", [{"chunks": ["Hel", "lo"], "usage": usage}])
+    status, headers, data = messages(mock.port, body=messages_body(stream=True))
+    assert status == 200
+    assert headers["content-type"] == "text/event-stream"
+    events = parse_named_sse(data)
+    assert all(name == payload["type"] for name, payload in events)
+    assert [name for name, _ in events] == [
+        "message_start",
+        "content_block_start",
+        "ping",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    start = events[0][1]["message"]
+    assert start["content"] == [] and start["stop_reason"] is None and start["model"] == "claude-test"
+    assert (start["usage"]["input_tokens"], start["usage"]["cache_read_input_tokens"]) == (30, 20)
+    assert events[1][1]["content_block"] == {"type": "text", "text": ""}
+    assert [e[1]["delta"] for e in events[3:5]] == [{"type": "text_delta", "text": "Hel"}, {"type": "text_delta", "text": "lo"}]
+    delta = events[6][1]
+    assert delta["delta"]["stop_reason"] == "end_turn"
+    assert delta["usage"] == {"output_tokens": 7}
+
+
+def test_anthropic_stream_tool_call(mock):
+    script(mock.port, "dep-a", [{"content": "Checking.", "tool_call": {"name": "lookup", "arguments": {"q": "detour", "n": 3}}}])
+    events = parse_named_sse(messages(mock.port, body=messages_body(stream=True))[2])
+    starts = [p["content_block"] for n, p in events if n == "content_block_start"]
+    assert [b["type"] for b in starts] == ["text", "tool_use"]
+    assert (starts[1]["name"], starts[1]["input"]) == ("lookup", {})
+    partial = "".join(
+        p["delta"]["partial_json"] for n, p in events if n == "content_block_delta" and p["delta"]["type"] == "input_json_delta"
+    )
+    assert json.loads(partial) == {"q": "detour", "n": 3}
+    assert len([1 for n, p in events if n == "content_block_delta" and p["index"] == 1]) > 2  # argument deltas
+    assert [p["delta"]["stop_reason"] for n, p in events if n == "message_delta"] == ["tool_use"]
+
+
+def test_anthropic_stream_drop_mid_body(mock):
+    script(mock.port, "dep-a", [{"drop": "mid_body", "chunks": ["first", "second"]}])
+    conn = http.client.HTTPConnection("127.0.0.1", mock.port, timeout=5)
+    try:
+        conn.request("POST", f"/dep-a{MESSAGES}", body=json.dumps(messages_body(stream=True)))
+        resp = conn.getresponse()
+        assert resp.status == 200
+        with pytest.raises(http.client.IncompleteRead) as exc:
+            resp.read()
+        partial = exc.value.partial
+        assert b'"first"' in partial and b'"second"' not in partial
+        assert b"message_stop" not in partial
+    finally:
+        conn.close()
+
+
+def test_anthropic_models_list(mock):
+    status, _, data = call(mock.port, "GET", "/dep-a/v1/models", headers={"anthropic-version": "2023-06-01"})
+    assert status == 200
+    obj = json.loads(data)
+    assert [(m["id"], m["type"]) for m in obj["data"]] == [("dep-a", "model")]
+    assert obj["has_more"] is False
+
+
+def test_anthropic_sdk_parses_the_mock(mock):
+    anthropic = pytest.importorskip("anthropic")
+    sdk = anthropic.Anthropic(base_url=f"http://127.0.0.1:{mock.port}/dep-a", api_key="k", max_retries=0)
+    script(mock.port, "dep-a", [{"chunks": ["a", "b"]}, {"error": "overloaded"}])
+    with sdk.messages.stream(model="claude-test", max_tokens=5, messages=[{"role": "user", "content": "hi"}]) as stream:
+        assert "".join(stream.text_stream) == "ab"
+        final = stream.get_final_message()
+    assert (final.stop_reason, final.usage.output_tokens) == ("end_turn", 5)
+    with pytest.raises(anthropic.InternalServerError) as exc:
+        sdk.messages.create(model="claude-test", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+    assert exc.value.status_code == 529
+
+
+# --------------------------------------------------------------------------
+# Gemini generateContent
+# --------------------------------------------------------------------------
+
+
+def test_gemini_default_response(mock):
+    status, headers, data = generate(mock.port, headers={"x-goog-api-key": "g-key"})
+    assert status == 200
+    assert headers["content-type"] == "application/json"
+    obj = json.loads(data)
+    [candidate] = obj["candidates"]
+    assert candidate["content"] == {"parts": [{"text": "hello from dep-a"}], "role": "model"}
+    assert candidate["finishReason"] == "STOP"
+    usage = obj["usageMetadata"]
+    assert (usage["promptTokenCount"], usage["candidatesTokenCount"], usage["totalTokenCount"]) == (10, 5, 15)
+    assert "cachedContentTokenCount" not in usage
+    assert obj["modelVersion"] == GEMINI_MODEL and obj["responseId"]
+    [req] = recorded(mock.port)
+    assert (req["protocol"], req["endpoint"], req["query"]) == ("gemini", "generate", "")
+    assert req["headers"]["x-goog-api-key"] == "g-key"
+    assert req["path"] == f"/dep-a/v1beta/models/{GEMINI_MODEL}:generateContent"
+
+
+def test_gemini_usage_finish_and_tool_call(mock):
+    usage = {"prompt_tokens": 100, "completion_tokens": 20, "prompt_tokens_details": {"cached_tokens": 30}}
+    script(
+        mock.port,
+        "dep-a",
+        [
+            {"usage": usage, "finish_reason": "length"},
+            {"tool_call": {"name": "get_weather", "arguments": {"city": "Paris"}}},
+            {"finish_reason": "content_filter", "content": ""},
+        ],
+    )
+    obj = json.loads(generate(mock.port)[2])
+    assert obj["candidates"][0]["finishReason"] == "MAX_TOKENS"
+    meta = obj["usageMetadata"]
+    assert (meta["promptTokenCount"], meta["candidatesTokenCount"], meta["totalTokenCount"], meta["cachedContentTokenCount"]) == (100, 20, 120, 30)
+    obj = json.loads(generate(mock.port)[2])
+    [part] = obj["candidates"][0]["content"]["parts"]
+    assert part["functionCall"] == {"name": "get_weather", "args": {"city": "Paris"}}
+    assert obj["candidates"][0]["finishReason"] == "STOP"
+    assert json.loads(generate(mock.port)[2])["candidates"][0]["finishReason"] == "SAFETY"
+
+
+GEMINI_ERROR_CASES = [
+    ("rate_limit", 429, "RESOURCE_EXHAUSTED"),
+    ("server", 500, "INTERNAL"),
+    ("unavailable", 503, "UNAVAILABLE"),
+    ("overloaded", 503, "UNAVAILABLE"),
+    ("context_length", 400, "INVALID_ARGUMENT"),
+    ("bad_request", 400, "INVALID_ARGUMENT"),
+    ("auth", 400, "INVALID_ARGUMENT"),
+    ("not_found", 404, "NOT_FOUND"),
+]
+
+
+@pytest.mark.parametrize("kind,status,name", GEMINI_ERROR_CASES)
+def test_gemini_error_kinds(mock, kind, status, name):
+    script(mock.port, "dep-a", [{"error": kind}, {"error": kind}])
+    for stream in (False, True):
+        got, headers, data = generate(mock.port, stream=stream)
+        assert got == status
+        assert headers["content-type"] == "application/json"
+        assert_gemini_error(data, status, name)
+
+
+def test_gemini_error_messages_and_overrides(mock):
+    script(mock.port, "dep-a", [{"error": "context_length"}, {"error": "rate_limit", "status": 503, "retry_after": 9}, {"status": 504}])
+    assert assert_gemini_error(generate(mock.port)[2], 400, "INVALID_ARGUMENT")["message"] == (
+        "The input token count (1048577) exceeds the maximum number of tokens allowed (1048576)."
+    )
+    status, headers, data = generate(mock.port)
+    assert status == 503 and headers["retry-after"] == "9"
+    assert_gemini_error(data, 503, "RESOURCE_EXHAUSTED")
+    status, _, data = generate(mock.port)
+    assert_gemini_error(data, 504, "DEADLINE_EXCEEDED")
+
+
+def test_gemini_content_policy_is_a_blocked_prompt(mock):
+    script(mock.port, "dep-a", [{"error": "content_policy"}, {"error": "content_policy"}])
+    status, _, data = generate(mock.port)
+    assert status == 200
+    obj = json.loads(data)
+    assert "candidates" not in obj and obj["promptFeedback"]["blockReason"] == "SAFETY"
+    status, headers, data = generate(mock.port, stream=True)
+    assert status == 200 and headers["content-type"] == "text/event-stream"
+    [(_, chunk)] = parse_named_sse(data)
+    assert chunk["promptFeedback"]["blockReason"] == "SAFETY"
+
+
+def test_gemini_invalid_body_is_refused_without_a_step(mock):
+    script(mock.port, "dep-a", [{"content": "kept"}])
+    status, _, data = generate(mock.port, body={"generationConfig": {}})
+    assert status == 400
+    assert "contents" in assert_gemini_error(data, 400, "INVALID_ARGUMENT")["message"]
+    status, _, data = generate(mock.port, body={**gemini_body(), "stream": True})
+    assert status == 400
+    assert '"stream"' in assert_gemini_error(data, 400, "INVALID_ARGUMENT")["message"]
+    assert json.loads(generate(mock.port)[2])["candidates"][0]["content"]["parts"] == [{"text": "kept"}]
+
+
+def test_gemini_sse_stream(mock):
+    usage = {"prompt_tokens": 40, "completion_tokens": 6, "prompt_tokens_details": {"cached_tokens": 8}}
+    script(mock.port, "dep-a", [{"chunks": ["He", "llo"], "usage": usage, "tool_call": {"name": "f", "arguments": {"x": 1}}}])
+    status, headers, data = generate(mock.port, stream=True)
+    assert status == 200
+    assert headers["content-type"] == "text/event-stream"
+    assert b"\r\n\r\n" in data  # Google frames its SSE with CRLF
+    chunks = [payload for name, payload in parse_named_sse(data)]
+    assert all(name is None for name, _ in parse_named_sse(data))
+    parts = [p for c in chunks for p in c["candidates"][0]["content"]["parts"]]
+    assert "".join(p.get("text", "") for p in parts) == "Hello"
+    assert [p["functionCall"] for p in parts if "functionCall" in p] == [{"name": "f", "args": {"x": 1}}]
+    assert [c["candidates"][0].get("finishReason") for c in chunks] == [None, None, None, "STOP"]
+    final = chunks[-1]["usageMetadata"]
+    assert (final["promptTokenCount"], final["candidatesTokenCount"], final["cachedContentTokenCount"]) == (40, 6, 8)
+    [req] = recorded(mock.port)
+    assert req["query"] == "alt=sse" and req["path"].endswith(":streamGenerateContent?alt=sse")
+
+
+def test_gemini_stream_without_alt_sse_is_a_json_array(mock):
+    script(mock.port, "dep-a", [{"chunks": ["a", "b"]}])
+    status, headers, data = generate(mock.port, stream=True, sse=False)
+    assert status == 200 and headers["content-type"] == "application/json"
+    chunks = json.loads(data)
+    assert [c["candidates"][0]["content"]["parts"][0]["text"] for c in chunks] == ["a", "b", ""]
+
+
+def test_gemini_stream_drop_and_delay(mock):
+    script(mock.port, "dep-a", [{"drop": "mid_body", "chunks": ["first", "second"], "chunk_delay_ms": 50}])
+    conn = http.client.HTTPConnection("127.0.0.1", mock.port, timeout=5)
+    try:
+        conn.request("POST", f"/dep-a/v1beta/models/{GEMINI_MODEL}:streamGenerateContent?alt=sse", body=json.dumps(gemini_body()))
+        resp = conn.getresponse()
+        assert resp.status == 200
+        with pytest.raises(http.client.IncompleteRead) as exc:
+            resp.read()
+        assert b'"first"' in exc.value.partial and b"finishReason" not in exc.value.partial
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------
+# Across protocols
+# --------------------------------------------------------------------------
+
+
+def test_openai_tool_call(mock):
+    script(mock.port, "dep-a", [{"tool_call": {"name": "get_weather", "arguments": {"city": "Paris"}}}, {"tool_call": {"name": "f", "arguments": {"long": "x" * 20}}}])
+    obj = json.loads(chat(mock.port)[2])
+    message = obj["choices"][0]["message"]
+    assert message["content"] is None
+    [call_] = message["tool_calls"]
+    assert call_["type"] == "function" and call_["id"]
+    assert (call_["function"]["name"], json.loads(call_["function"]["arguments"])) == ("get_weather", {"city": "Paris"})
+    assert obj["choices"][0]["finish_reason"] == "tool_calls"
+    events = parse_sse(chat(mock.port, body=stream_body())[2])[:-1]
+    deltas = [d for e in events for d in e["choices"][0]["delta"].get("tool_calls", [])]
+    assert deltas[0]["function"] == {"name": "f", "arguments": ""} and deltas[0]["id"]
+    assert len(deltas) > 2
+    assert json.loads("".join(d["function"]["arguments"] for d in deltas)) == {"long": "x" * 20}
+    assert events[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_openai_usage_hides_cache_creation(mock):
+    script(mock.port, "dep-a", [{"usage": {"prompt_tokens": 9, "cache_creation_tokens": 4}}])
+    assert json.loads(chat(mock.port)[2])["usage"] == {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 15}
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic", "gemini"])
+def test_garbage_in_every_protocol(mock, protocol):
+    send = {"openai": lambda **kw: chat(mock.port, **kw), "anthropic": lambda **kw: messages(mock.port, **kw), "gemini": lambda **kw: generate(mock.port, **kw)}[protocol]
+    script(mock.port, "dep-a", [{"garbage": True}, {"garbage": "sse"}])
+    status, _, data = send()
+    assert status == 200
+    with pytest.raises(ValueError):
+        json.loads(data)
+    status, headers, data = send()
+    assert status == 200 and headers["content-type"] == "text/event-stream"
+    assert b"garbage" in data
+
+
+def test_answer_protocol_renders_another_protocols_shape(mock):
+    script(mock.port, "dep-a", [{"answer_protocol": "openai"}, {"answer_protocol": "openai"}, {"answer_protocol": "anthropic"}])
+    obj = json.loads(messages(mock.port)[2])
+    assert obj["object"] == "chat.completion"
+    events = parse_sse(messages(mock.port, body=messages_body(stream=True))[2])
+    assert events[-1] == "[DONE]"
+    assert json.loads(generate(mock.port)[2])["type"] == "message"
+
+
+def test_hang_and_delay_in_every_protocol(mock):
+    script(mock.port, "dep-a", [{"hang": True, "hang_ms": 2000}, {"delay_ms": 100, "content": "late"}, {"hang": True, "hang_ms": 2000}])
+    with pytest.raises(TimeoutError):
+        messages(mock.port, timeout=0.5)
+    assert json.loads(messages(mock.port)[2])["content"][0]["text"] == "late"
+    with pytest.raises(TimeoutError):
+        generate(mock.port, timeout=0.5)
+    assert [r["protocol"] for r in recorded(mock.port)] == ["anthropic", "anthropic", "gemini"]
+
+
+def test_drop_before_headers_in_every_protocol(mock):
+    script(mock.port, "dep-a", [{"drop": "before_headers"}, {"drop": "before_headers"}])
+    for send in (messages, generate):
+        with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+            send(mock.port)
+
+
+def test_headers_are_recorded_for_every_protocol(mock):
+    messages(mock.port, headers={"x-api-key": "a-key", "anthropic-version": "2023-06-01"})
+    generate(mock.port, headers={"x-goog-api-key": "g-key"})
+    chat(mock.port, headers={"Authorization": "Bearer o-key"})
+    reqs = recorded(mock.port)
+    assert reqs[0]["headers"]["x-api-key"] == "a-key" and reqs[0]["headers"]["anthropic-version"] == "2023-06-01"
+    assert reqs[1]["headers"]["x-goog-api-key"] == "g-key"
+    assert reqs[2]["headers"]["authorization"] == "Bearer o-key"
+    assert [r["protocol"] for r in reqs] == ["anthropic", "gemini", "openai"]
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        {"tool_call": {"arguments": {}}},
+        {"tool_call": {"name": "f", "arguments": "{}"}},
+        {"tool_call": {"name": "f", "extra": 1}},
+        {"answer_protocol": "soap"},
+        {"garbage": "yes"},
+    ],
+)
+def test_invalid_new_step_fields_rejected(mock, step):
+    status, _, data = call(mock.port, "POST", "/__mock/script", {"deployment": "dep-a", "steps": [step]})
+    assert status == 400 and json.loads(data)["ok"] is False

@@ -1,6 +1,7 @@
 """Start and stop the real things detour's end-to-end suites and demo run against.
 
-- `MockProvider`: examples/mock-provider/mock_provider.py, on a free port of 127.0.0.1.
+- `MockProvider`: examples/mock-provider/mock_provider.py, on a free port of 127.0.0.1
+  (OpenAI, Anthropic and Gemini protocols; see its README).
 - `EnvoyWithDetour`: real Envoy 1.40 with the compiled filter, from a bootstrap rendered by
   `detour envoy` from the same config file the filter reads (what users get is what is
   tested). Listener and admin bind port 0; the ports are read back from Envoy's admin.
@@ -60,7 +61,7 @@ def _http_json(method: str, url: str, payload=None, timeout: float = 10.0):
 
 
 class MockProvider:
-    """The scriptable OpenAI-compatible mock, one server for many deployments."""
+    """The scriptable mock provider (OpenAI, Anthropic, Gemini), one server for many deployments."""
 
     def __init__(self, workdir: Path):
         self.workdir = workdir
