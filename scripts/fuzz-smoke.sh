@@ -2,7 +2,7 @@
 # A short run of every cargo-fuzz target in filter/fuzz (CI's smoke test; README.md,
 # "Fuzzing", has the long run):
 #
-#   scripts/fuzz-smoke.sh [SECONDS_PER_TARGET]      default 15 (7 targets: under 3 minutes with the build)
+#   scripts/fuzz-smoke.sh [SECONDS_PER_TARGET]      default 15 (8 targets: under 3 minutes with the build)
 #
 # Installs cargo-fuzz into ~/.cargo/bin if it is missing. libFuzzer needs nightly
 # compiler flags: rustup's nightly toolchain when installed, else the stable one with
@@ -18,7 +18,7 @@ cd "${DETOUR_ROOT}"
 
 seconds="${1:-15}"
 fuzz_dir=filter/fuzz
-targets=(config request usage_json sse classify retry_after flow)
+targets=(config request usage_json sse classify retry_after flow protocol)
 
 cargo_bin="${CARGO_HOME:-${HOME}/.cargo}/bin"
 PATH="${cargo_bin}:${PATH}"

@@ -567,6 +567,16 @@ def test_an_answer_that_is_not_valid_in_its_protocol_is_a_failure_and_falls_back
     assert deployments(mock, "pgb-") == ["pgb-anthropic", "pgb-gemini", "pgb-local"]
 
 
+def test_a_gemini_refusal_that_arrives_as_a_200_follows_the_content_policy_chain(gpt, mock):
+    # Gemini blocks a prompt with a 200 whose promptFeedback has a blockReason and no
+    # candidates: for the chain that is a content-policy refusal, not an answer.
+    mock.script("prf-gemini", [{"error": "content_policy"}])
+    mock.script("prf-safe", [{"content": "a careful answer"}])
+    completion = gpt.chat.completions.create(model="refusal-gemini", messages=[{"role": "user", "content": "x"}])
+    assert completion.choices[0].message.content == "a careful answer"
+    assert deployments(mock, "prf-") == ["prf-gemini", "prf-safe"]
+
+
 # --------------------------------------------------------------------------
 # /v1/models
 # --------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 //! when the client speaks another protocol than the deployment, the translation.
 
 use crate::protocol::transcode::{self, AnswerPlan, StreamTranscoder};
-use crate::protocol::{Malformed, Protocol};
+use crate::protocol::{Malformed, Part, Protocol, StopReason};
 use crate::usage::{self, SseUsage, Usage};
 
 /// How much of a non-streamed body is kept to find its `usage`. Larger bodies are charged
@@ -127,6 +127,20 @@ pub fn needs_whole_body(content_type: Option<&str>, plan: &AnswerPlan) -> bool {
     !is_sse(content_type) && (plan.translates() || plan.provider != Protocol::OpenAiChat)
 }
 
+/// A whole answer, ready for the client.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Whole {
+    /// The bytes to send (translated when the plan says so).
+    pub body: Vec<u8>,
+    /// The usage the provider reported.
+    pub usage: Option<Usage>,
+    /// A 2xx that is a refusal: the provider's safety system blocked the prompt or the
+    /// answer and nothing was produced (Gemini's `promptFeedback.blockReason`, Anthropic's
+    /// `stop_reason: refusal`). Like a content-policy 400, it follows
+    /// `content_policy_fallbacks` (LiteLLM does the same).
+    pub refused: bool,
+}
+
 /// A whole buffered answer (a dispatched attempt, or a collected one): the body to send
 /// and its usage; `Malformed` when it does not parse in the deployment's protocol (checked
 /// for every answer that is translated or not OpenAI's).
@@ -134,21 +148,43 @@ pub fn whole(
     plan: &AnswerPlan,
     content_type: Option<&str>,
     body: &[u8],
-) -> Result<(Vec<u8>, Option<Usage>), Malformed> {
+) -> Result<Whole, Malformed> {
     if is_sse(content_type) {
-        if plan.translates() || plan.provider != Protocol::OpenAiChat {
-            return transcode::whole_stream(plan, body);
-        }
-        return Ok(usage::from_sse_body(body, !plan.client_wants_usage));
+        let (body, usage) = if plan.translates() || plan.provider != Protocol::OpenAiChat {
+            transcode::whole_stream(plan, body)?
+        } else {
+            usage::from_sse_body(body, !plan.client_wants_usage)
+        };
+        return Ok(Whole {
+            body,
+            usage,
+            refused: false,
+        });
     }
-    if plan.translates() {
-        return transcode::whole_answer(plan, body);
+    if !plan.translates() && plan.provider == Protocol::OpenAiChat {
+        return Ok(Whole {
+            body: body.to_vec(),
+            usage: usage::from_json_body(body),
+            refused: false,
+        });
     }
-    if plan.provider != Protocol::OpenAiChat {
-        let answer = transcode::decode_answer(plan.provider, body)?;
-        return Ok((body.to_vec(), answer.usage));
-    }
-    Ok((body.to_vec(), usage::from_json_body(body)))
+    let answer = transcode::decode_answer(plan.provider, body)?;
+    let refused = answer.stop == StopReason::ContentFilter
+        && !answer.content.iter().any(|part| match part {
+            Part::Text(text) => !text.trim().is_empty(),
+            Part::ToolCall(_) => true,
+            _ => false,
+        });
+    let out = if plan.translates() {
+        transcode::encode_answer(plan.client, &answer)
+    } else {
+        body.to_vec()
+    };
+    Ok(Whole {
+        body: out,
+        usage: answer.usage,
+        refused,
+    })
 }
 
 #[cfg(test)]
@@ -170,7 +206,9 @@ data: [DONE]\n\n";
 
     #[test]
     fn a_stream_is_metered_and_its_usage_chunk_stripped_on_request() {
-        let (out, usage) = whole(
+        let Whole {
+            body: out, usage, ..
+        } = whole(
             &plan(false),
             Some("text/event-stream; charset=utf-8"),
             STREAM.as_bytes(),
@@ -184,7 +222,9 @@ data: [DONE]\n\n";
         assert!(
             !text.contains("prompt_tokens") && text.contains("[DONE]") && text.contains("\"hi\"")
         );
-        let (out, _) = whole(&plan(true), Some("text/event-stream"), STREAM.as_bytes()).unwrap();
+        let out = whole(&plan(true), Some("text/event-stream"), STREAM.as_bytes())
+            .unwrap()
+            .body;
         assert_eq!(out, STREAM.as_bytes());
     }
 

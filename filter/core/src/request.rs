@@ -353,11 +353,37 @@ impl ParsedRequest {
                 *options = serde_json::json!({"include_usage": true});
             }
         }
+        if self.endpoint == Endpoint::Messages {
+            drop_unsigned_thinking(&mut body);
+        }
         // Serialising a Value cannot fail (string keys only); an empty body would be
         // rejected upstream rather than crash the worker.
         serde_json::to_vec(&body).unwrap_or_default()
     }
 }
+
+/// Removes `thinking` blocks without a signature from an Anthropic body's history.
+///
+/// Thinking that another provider produced reaches Anthropic clients with an empty
+/// signature (there is none to give); sent back to Anthropic it would be refused as
+/// invalid, so it is dropped, as a request translated from another protocol drops it.
+fn drop_unsigned_thinking(body: &mut Map<String, Value>) {
+    let Some(Value::Array(messages)) = body.get_mut("messages") else {
+        return;
+    };
+    for message in messages {
+        if let Some(Value::Array(blocks)) = message.get_mut("content") {
+            blocks.retain(|block| {
+                block.get("type").and_then(Value::as_str) != Some("thinking")
+                    || block
+                        .get("signature")
+                        .and_then(Value::as_str)
+                        .is_some_and(|s| !s.is_empty())
+            });
+        }
+    }
+}
+
 impl ParsedRequest {
     /// Output tokens to assume for estimates: the client's cap, else `default` (0 for
     /// embeddings, which produce no output tokens).

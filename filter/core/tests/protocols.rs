@@ -149,7 +149,9 @@ fn an_anthropic_request_walks_a_chain_of_three_protocols() {
         (Protocol::Anthropic, Protocol::OpenAiChat)
     );
     let reply = br#"{"id":"chatcmpl-9","object":"chat.completion","model":"local-model","choices":[{"index":0,"message":{"role":"assistant","content":"hi there"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}"#;
-    let (out, usage) = meter::whole(&plan, Some("application/json"), reply).unwrap();
+    let meter::Whole {
+        body: out, usage, ..
+    } = meter::whole(&plan, Some("application/json"), reply).unwrap();
     assert!(matches!(
         flow.on_answer(&config, &mut store, T0, answer(200, reply)),
         Verdict::Deliver(_)
@@ -351,4 +353,77 @@ fn models_lists_the_route_groups_for_both_sdks() {
     assert_eq!(body["data"][0]["type"], "model");
     assert!(request::models_answer(&config, "POST", "/v1/models").is_none());
     assert!(request::models_answer(&config, "GET", "/v1/chat/completions").is_none());
+}
+
+#[test]
+fn thinking_from_another_provider_is_not_sent_back_to_anthropic() {
+    let config = config();
+    let body = messages_request(json!({"messages": [
+        {"role": "user", "content": "q1"},
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "from gemini", "signature": ""},
+            {"type": "thinking", "thinking": "from claude", "signature": "sig-1"},
+            {"type": "text", "text": "a1"}
+        ]},
+        {"role": "user", "content": "q2"}
+    ]}));
+    let request = parse(&config, "/v1/messages", &body);
+    let mut flow = Flow::start(&config, request, None, T0, 7).unwrap();
+    let first = send(flow.poll(&config, &mut MemoryStore::default(), T0));
+    let sent: Value = serde_json::from_slice(&first.body).unwrap();
+    let blocks = sent["messages"][1]["content"].as_array().unwrap();
+    assert_eq!(blocks.len(), 2);
+    assert_eq!(blocks[0]["signature"], "sig-1");
+}
+
+#[test]
+fn a_refusal_that_arrives_as_a_success_follows_the_content_policy_chain() {
+    let config = load_ok(
+        r#"
+model_list:
+  - model_name: g
+    litellm_params: {model: gemini/gemini-3-pro-preview, api_base: "http://127.0.0.1:18001/gem", api_key: os.environ/GEMINI_API_KEY}
+  - model_name: safe
+    litellm_params: {model: openai/local-model, api_base: "http://127.0.0.1:18001/safe/v1", input_cost_per_token: 0, output_cost_per_token: 0}
+router_settings:
+  num_retries: 0
+  content_policy_fallbacks: [{g: [safe]}]
+"#,
+    )
+    .config;
+    let mut store = MemoryStore::default();
+    let request = parse(
+        &config,
+        "/v1/chat/completions",
+        &json!({"model": "g", "messages": [{"role": "user", "content": "x"}]}),
+    );
+    let mut flow = Flow::start(&config, request, None, T0, 7).unwrap();
+    send(flow.poll(&config, &mut store, T0));
+    let blocked = include_bytes!("fixtures/protocol/gemini/response_prompt_blocked.json");
+    let gemini_plan = flow.answer_plan(&config);
+    assert_eq!(gemini_plan.provider, Protocol::Gemini);
+    assert!(
+        meter::whole(&gemini_plan, Some("application/json"), blocked)
+            .unwrap()
+            .refused
+    );
+    // An ordinary answer is not a refusal.
+    let fine = include_bytes!("fixtures/protocol/gemini/response_text.json");
+    assert!(
+        !meter::whole(&gemini_plan, Some("application/json"), fine)
+            .unwrap()
+            .refused
+    );
+    let verdict = flow.on_answer(
+        &config,
+        &mut store,
+        T0,
+        Answer {
+            transport_failure: Some(Reason::ContentPolicy),
+            ..answer(200, blocked)
+        },
+    );
+    assert_eq!(verdict, Verdict::Next);
+    let next = send(flow.poll(&config, &mut store, T0));
+    assert_eq!(next.path, "/safe/v1/chat/completions");
 }

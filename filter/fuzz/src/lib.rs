@@ -606,3 +606,56 @@ mod tests {
         ]);
     }
 }
+
+/// `protocol` target: a provider's answer, stream or error in any protocol, translated for
+/// any client protocol, never panics; a stream translated in arbitrary chunk splits gives
+/// the same bytes and usage as the whole stream translated at once.
+///
+/// Input: byte 0 picks the provider (bits 0–1) and client (bits 2–3) protocols, byte 1
+/// seeds the chunk lengths; the rest is the provider's body.
+pub fn protocol(input: &[u8]) {
+    use detour_core::protocol::transcode::{self, AnswerPlan, StreamTranscoder};
+    use detour_core::protocol::Protocol;
+
+    let [selector, seed, body @ ..] = input else {
+        return;
+    };
+    let provider = [Protocol::OpenAiChat, Protocol::Anthropic, Protocol::Gemini]
+        [usize::from(selector & 3) % 3];
+    let client = [
+        Protocol::OpenAiChat,
+        Protocol::Anthropic,
+        Protocol::OpenAiResponses,
+    ][usize::from((selector >> 2) & 3) % 3];
+    let plan = AnswerPlan {
+        client,
+        provider,
+        stream: selector & 16 != 0,
+        client_wants_usage: selector & 32 != 0,
+    };
+    let _ = transcode::whole_answer(&plan, body);
+    let _ = transcode::error_answer(&plan, 400, body);
+    let whole = transcode::whole_stream(&plan, body);
+    if !plan.translates() {
+        return;
+    }
+    let Some(mut chunked) = StreamTranscoder::translating(&plan) else {
+        return;
+    };
+    let mut out = Vec::new();
+    let mut rest = body;
+    let mut step = usize::from(*seed).max(1);
+    while !rest.is_empty() {
+        let (chunk, tail) = rest.split_at(step.min(rest.len()));
+        out.extend(chunked.push(chunk));
+        rest = tail;
+        step = (step * 7 + 3) % 61 + 1;
+    }
+    out.extend(chunked.finish());
+    if let Ok((bytes, usage)) = whole {
+        assert_eq!(out, bytes, "chunked and whole translation differ");
+        assert_eq!(chunked.usage(), usage);
+    } else {
+        assert!(chunked.failure().is_some(), "whole failed but chunked did not");
+    }
+}

@@ -292,11 +292,16 @@ impl DetourHttp {
             let content_type = host::header(MapType::HttpResponseHeaders, "content-type");
             meter::whole(&flow.answer_plan(config), content_type.as_deref(), body)
         };
-        let invalid = metered.is_err().then_some(Reason::InvalidAnswer);
-        let Some(extra) = self.judge_router_answer(status, None, None, b"", invalid) else {
+        let judged = match &metered {
+            Ok(whole) => whole.refused.then_some(Reason::ContentPolicy),
+            Err(_) => Some(Reason::InvalidAnswer),
+        };
+        let Some(extra) = self.judge_router_answer(status, None, None, b"", judged) else {
             return false;
         };
-        let (out, usage) = metered.unwrap_or_default();
+        let meter::Whole {
+            body: out, usage, ..
+        } = metered.unwrap_or_default();
         for (name, value) in &extra {
             host::set_header(MapType::HttpResponseHeaders, name, Some(value));
         }

@@ -211,9 +211,12 @@ impl RequestState {
         // its usage found): one that does not parse in its protocol is a failure of the
         // deployment, and the chain goes on.
         let success = status.is_some_and(|s| (200..300).contains(&s));
-        let (outcome, invalid) = if success {
+        let (outcome, judged) = if success {
             match meter::whole(&plan, find("content-type"), &body) {
-                Ok(metered) => (Some(metered), None),
+                Ok(whole) => {
+                    let refused = whole.refused.then_some(Reason::ContentPolicy);
+                    (Some(whole), refused)
+                }
                 Err(_) => (None, Some(Reason::InvalidAnswer)),
             }
         } else {
@@ -224,7 +227,7 @@ impl RequestState {
             retry_after: find("retry-after"),
             retry_after_ms: find("retry-after-ms"),
             body: &body,
-            transport_failure: invalid,
+            transport_failure: judged,
         };
         let verdict = flow.on_answer(&config, &mut SharedData, host::now_ms(), answer);
         log_events(flow);
@@ -233,7 +236,7 @@ impl RequestState {
                 let mut out = deliverable_headers(&headers);
                 out.extend(extra);
                 let (body, usage) = match outcome {
-                    Some(metered) => metered,
+                    Some(whole) => (whole.body, whole.usage),
                     // An error answer handed back: in the client's protocol's shape.
                     None if plan.translates() => {
                         set_json_content_type(&mut out);

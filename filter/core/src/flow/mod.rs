@@ -197,9 +197,11 @@ pub struct Answer<'a> {
     pub retry_after_ms: Option<&'a str>,
     /// The body, or its first bytes (needed when [`classify::needs_body`] says so).
     pub body: &'a [u8],
-    /// A transport failure the host observed behind a synthetic status (Envoy's router
-    /// answers a refused connection with 503 and a timeout with 504): `Timeout`,
-    /// `ConnectionFailure` or `Reset`. It decides the class and reason when present.
+    /// What the glue found that the status does not say, deciding class and reason when
+    /// present: a transport failure behind a synthetic status (Envoy's router answers a
+    /// refused connection with 503 and a timeout with 504: `Timeout`, `ConnectionFailure`,
+    /// `Reset`), an answer that does not parse in its protocol (`InvalidAnswer`), or a 2xx
+    /// that is a refusal (`ContentPolicy`).
     pub transport_failure: Option<Reason>,
 }
 
@@ -599,6 +601,8 @@ impl Flow {
         answer: Answer<'_>,
     ) -> Verdict {
         let (class, reason) = match answer.transport_failure {
+            // A 2xx refusal (see `meter::Whole::refused`): the prompt is the problem.
+            Some(Reason::ContentPolicy) => (Class::ContentPolicy, Reason::ContentPolicy),
             Some(reason) => (Class::Transient, reason),
             None => classify::classify(answer.status, answer.body),
         };
