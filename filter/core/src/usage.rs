@@ -51,16 +51,16 @@ pub fn from_json_body(body: &[u8]) -> Option<Usage> {
 
 /// Reads an OpenAI `usage` object. Needs at least one of `prompt_tokens` and
 /// `completion_tokens`; every count present must be sane, else nothing is believed.
-fn parse_usage(usage: &Value) -> Option<Usage> {
+pub(crate) fn parse_usage(usage: &Value) -> Option<Usage> {
     let usage = usage.as_object()?;
-    let prompt = count(usage.get("prompt_tokens"))?;
-    let completion = count(usage.get("completion_tokens"))?;
+    let prompt = token_count(usage.get("prompt_tokens"))?;
+    let completion = token_count(usage.get("completion_tokens"))?;
     if prompt.is_none() && completion.is_none() {
         return None;
     }
     let cached = match usage.get("prompt_tokens_details") {
         None | Some(Value::Null) => None,
-        Some(Value::Object(details)) => count(details.get("cached_tokens"))?,
+        Some(Value::Object(details)) => token_count(details.get("cached_tokens"))?,
         Some(_) => return None,
     };
     Some(Usage {
@@ -71,10 +71,12 @@ fn parse_usage(usage: &Value) -> Option<Usage> {
     })
 }
 
-/// A token count: `Some(None)` when absent or null, `None` when present but nonsensical.
+/// A token count: `Some(None)` when absent or null, `None` when present but nonsensical
+/// (negative, fractional, not a number, above 10^12). Every protocol's usage is read with
+/// it, so one rule decides what detour believes.
 ///
 /// Whole-valued floats (`12.0`) are accepted: some OpenAI-compatible servers emit them.
-fn count(value: Option<&Value>) -> Option<Option<u64>> {
+pub(crate) fn token_count(value: Option<&Value>) -> Option<Option<u64>> {
     let value = match value {
         None | Some(Value::Null) => return Some(None),
         Some(value) => value,

@@ -3,30 +3,26 @@
 
 #![cfg(test)]
 
-use std::path::PathBuf;
+mod common;
 
 use detour_core::protocol::anthropic::{self, StreamDecoder, StreamEncoder, DEFAULT_MAX_TOKENS};
 use detour_core::protocol::sse::{SseEvent, SseParser};
 use detour_core::protocol::{
     ChatRequest, ChatResponse, Image, Message, Part, ProviderError, Reasoning, ResponseFormat,
-    Role, StopReason, StreamEvent, Tool, ToolCall, ToolChoice, ToolResult,
+    StopReason, StreamEvent, Tool, ToolChoice,
 };
 use detour_core::usage::Usage;
 use serde_json::{json, Map, Value};
 
+use common::canon::{assistant, call, fixture_bytes, result, text, user};
+
+fn fixture(name: &str) -> Vec<u8> {
+    fixture_bytes("anthropic", name)
+}
+
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-fn fixture_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/protocol/anthropic")
-        .join(name)
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(fixture_path(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
 
 fn fixture_body(name: &str) -> Map<String, Value> {
     match serde_json::from_slice(&fixture(name)).unwrap() {
@@ -40,41 +36,6 @@ fn body(value: Value) -> Map<String, Value> {
         Value::Object(map) => map,
         other => panic!("not an object: {other}"),
     }
-}
-
-fn text(t: &str) -> Part {
-    Part::Text(t.to_string())
-}
-
-fn user(content: Vec<Part>) -> Message {
-    Message {
-        role: Role::User,
-        content,
-    }
-}
-
-fn assistant(content: Vec<Part>) -> Message {
-    Message {
-        role: Role::Assistant,
-        content,
-    }
-}
-
-fn call(id: &str, name: &str, arguments: &str) -> Part {
-    Part::ToolCall(ToolCall {
-        id: id.to_string(),
-        name: name.to_string(),
-        arguments: arguments.to_string(),
-    })
-}
-
-fn result(id: &str, name: Option<&str>, content: Vec<Part>, is_error: bool) -> Part {
-    Part::ToolResult(ToolResult {
-        call_id: id.to_string(),
-        name: name.map(str::to_string),
-        content,
-        is_error,
-    })
 }
 
 fn simple_request(messages: Vec<Message>) -> ChatRequest {

@@ -9,6 +9,8 @@
 // Helpers outside #[test] fns may unwrap and panic too (clippy allows it under cfg(test)).
 #![cfg(test)]
 
+mod common;
+
 use std::path::PathBuf;
 
 use detour_core::protocol::openai_responses::{
@@ -16,11 +18,18 @@ use detour_core::protocol::openai_responses::{
 };
 use detour_core::protocol::sse::{SseEvent, SseParser};
 use detour_core::protocol::{
-    ChatRequest, ChatResponse, Image, Message, Part, Reasoning, ResponseFormat, Role, StopReason,
-    StreamEvent, Tool, ToolCall, ToolChoice, ToolResult,
+    ChatRequest, ChatResponse, Image, Part, Reasoning, ResponseFormat, StopReason, StreamEvent,
+    Tool, ToolChoice,
 };
 use detour_core::usage::Usage;
 use serde_json::{json, Map, Value};
+
+use common::canon::{assistant, call, text, user};
+
+/// A function call's output: Responses has no error flag and no tool name on it.
+fn result(call_id: &str, content: Vec<Part>) -> Part {
+    common::canon::result(call_id, None, content, false)
+}
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/protocol/openai_responses")
@@ -39,41 +48,6 @@ fn obj(value: Value) -> Map<String, Value> {
         Value::Object(map) => map,
         other => panic!("not an object: {other}"),
     }
-}
-
-fn text(s: &str) -> Part {
-    Part::Text(s.to_string())
-}
-
-fn user(parts: Vec<Part>) -> Message {
-    Message {
-        role: Role::User,
-        content: parts,
-    }
-}
-
-fn assistant(parts: Vec<Part>) -> Message {
-    Message {
-        role: Role::Assistant,
-        content: parts,
-    }
-}
-
-fn call(id: &str, name: &str, arguments: &str) -> Part {
-    Part::ToolCall(ToolCall {
-        id: id.into(),
-        name: name.into(),
-        arguments: arguments.into(),
-    })
-}
-
-fn result(call_id: &str, content: Vec<Part>) -> Part {
-    Part::ToolResult(ToolResult {
-        call_id: call_id.into(),
-        name: None,
-        content,
-        is_error: false,
-    })
 }
 
 fn usage(prompt: u64, completion: u64, cached: u64, written: u64) -> Usage {

@@ -140,9 +140,6 @@ pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 /// The smallest thinking budget Anthropic accepts.
 pub const MIN_THINKING_BUDGET: u64 = 1024;
 
-/// Largest token count believed (as in `usage`): above is garbage.
-const MAX_TOKEN_COUNT: u64 = 1_000_000_000_000;
-
 /// Block types Anthropic defines that the canonical model cannot carry.
 const UNTRANSLATABLE_BLOCKS: [&str; 14] = [
     "redacted_thinking",
@@ -1257,27 +1254,11 @@ fn malformed(message: impl std::fmt::Display) -> Malformed {
     Malformed(format!("anthropic: {message}"))
 }
 
-/// A token count: 0 when absent or null, an error when not a whole number in 0..=10^12.
+/// A token count (`None` when absent or null), or `Malformed` when it is not one (the
+/// shared rule: `usage::token_count`).
 fn token_count(usage: &Map<String, Value>, key: &str) -> Result<Option<u64>, Malformed> {
-    let bad = || malformed(format_args!("usage.{key} is not a token count"));
-    let value = match usage.get(key) {
-        None | Some(Value::Null) => return Ok(None),
-        Some(value) => value,
-    };
-    let count = match value.as_u64() {
-        Some(count) => count,
-        None => {
-            let float = value.as_f64().ok_or_else(bad)?;
-            if !(0.0..=MAX_TOKEN_COUNT as f64).contains(&float) || float.fract() != 0.0 {
-                return Err(bad());
-            }
-            crate::num::round_f64_to_u64(float)
-        }
-    };
-    if count > MAX_TOKEN_COUNT {
-        return Err(bad());
-    }
-    Ok(Some(count))
+    crate::usage::token_count(usage.get(key))
+        .ok_or_else(|| malformed(format_args!("usage.{key} is not a token count")))
 }
 
 /// Anthropic usage counts, the ones present.
@@ -1652,54 +1633,31 @@ impl StreamDecoder {
             .ok_or_else(|| malformed("content_block_delta without a delta"))?;
         let at = "delta";
         let delta_type = needed_str(delta, "type", at)?;
-        let mismatch = || malformed(format_args!("a {delta_type} for a block that is not one"));
-        match delta_type {
-            "text_delta" => {
-                let text = needed_str(delta, "text", at)?;
-                match kind {
-                    Kind::Text => {
-                        if !text.is_empty() {
-                            out.push(StreamEvent::Text {
-                                index: canonical,
-                                text: text.to_string(),
-                            });
-                        }
-                    }
-                    Kind::Skipped => {}
-                    _ => return Err(mismatch()),
-                }
-            }
-            "thinking_delta" => {
-                let text = needed_str(delta, "thinking", at)?;
-                match kind {
-                    Kind::Thinking => {
-                        if !text.is_empty() {
-                            out.push(StreamEvent::Thinking {
-                                index: canonical,
-                                text: text.to_string(),
-                            });
-                        }
-                    }
-                    Kind::Skipped => {}
-                    _ => return Err(mismatch()),
-                }
-            }
-            "input_json_delta" => {
-                let json = needed_str(delta, "partial_json", at)?;
-                match kind {
-                    Kind::Tool => {
-                        if !json.is_empty() {
-                            out.push(StreamEvent::ToolCallArgs {
-                                index: canonical,
-                                json: json.to_string(),
-                            });
-                        }
-                    }
-                    Kind::Skipped => {}
-                    _ => return Err(mismatch()),
-                }
-            }
-            _ => {} // signature_delta, citations_delta and later additions
+        type Make = fn(usize, String) -> StreamEvent;
+        let (field, wanted, make): (&str, Kind, Make) = match delta_type {
+            "text_delta" => ("text", Kind::Text, |index, text| StreamEvent::Text {
+                index,
+                text,
+            }),
+            "thinking_delta" => ("thinking", Kind::Thinking, |index, text| {
+                StreamEvent::Thinking { index, text }
+            }),
+            "input_json_delta" => ("partial_json", Kind::Tool, |index, json| {
+                StreamEvent::ToolCallArgs { index, json }
+            }),
+            _ => return Ok(()), // signature_delta, citations_delta and later additions
+        };
+        let piece = needed_str(delta, field, at)?;
+        if kind == Kind::Skipped {
+            return Ok(());
+        }
+        if kind != wanted {
+            return Err(malformed(format_args!(
+                "a {delta_type} for a block that is not one"
+            )));
+        }
+        if !piece.is_empty() {
+            out.push(make(canonical, piece.to_string()));
         }
         Ok(())
     }

@@ -104,6 +104,22 @@ pub struct Message {
     pub content: Vec<Part>,
 }
 
+/// Appends parts as a message of `role`, joining the previous message when it has the
+/// same role: protocols that split a turn into several items (OpenAI's `tool` messages,
+/// Responses' `function_call` items) meet the canonical one-message-per-turn shape.
+pub fn push_parts(messages: &mut Vec<Message>, role: Role, parts: Vec<Part>) {
+    if parts.is_empty() {
+        return;
+    }
+    match messages.last_mut() {
+        Some(last) if last.role == role => last.content.extend(parts),
+        _ => messages.push(Message {
+            role,
+            content: parts,
+        }),
+    }
+}
+
 /// One piece of a message or of an answer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Part {

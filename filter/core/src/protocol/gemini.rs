@@ -99,9 +99,6 @@ pub const SKIP_THOUGHT_SIGNATURE: &str = "skip_thought_signature_validator";
 /// The largest thinking budget any Gemini model accepts (2.5 Pro).
 const MAX_THINKING_BUDGET: u64 = 32_768;
 
-/// Largest token count believed (as in `usage`): above is garbage.
-const MAX_TOKEN_COUNT: u64 = 1_000_000_000_000;
-
 /// Longest function name Gemini accepts.
 const MAX_FUNCTION_NAME: usize = 64;
 
@@ -668,27 +665,12 @@ fn read_usage(usage: &Value) -> Result<Usage, Malformed> {
     })
 }
 
-/// A token count: 0 when absent, an error when not a whole number in 0..=10^12.
+/// A token count (0 when absent or null), or `Malformed` when it is not one (the shared
+/// rule: `usage::token_count`).
 fn token_count(usage: &Map<String, Value>, key: &str) -> Result<u64, Malformed> {
-    let bad = || malformed(format_args!("usageMetadata.{key} is not a token count"));
-    let value = match usage.get(key) {
-        None | Some(Value::Null) => return Ok(0),
-        Some(value) => value,
-    };
-    let count = match value.as_u64() {
-        Some(count) => count,
-        None => {
-            let float = value.as_f64().ok_or_else(bad)?;
-            if !(0.0..=MAX_TOKEN_COUNT as f64).contains(&float) || float.fract() != 0.0 {
-                return Err(bad());
-            }
-            crate::num::round_f64_to_u64(float)
-        }
-    };
-    if count > MAX_TOKEN_COUNT {
-        return Err(bad());
-    }
-    Ok(count)
+    crate::usage::token_count(usage.get(key))
+        .map(Option::unwrap_or_default)
+        .ok_or_else(|| malformed(format_args!("usageMetadata.{key} is not a token count")))
 }
 
 /// The canonical stop reason for a Gemini `finishReason`.

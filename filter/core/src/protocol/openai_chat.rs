@@ -23,9 +23,10 @@
 
 use serde_json::{json, Map, Value};
 
+use super::canon::push_parts;
 use super::sse::{self, SseEvent};
 use super::{
-    ChatRequest, ChatResponse, Image, Invalid, Malformed, Message, Part, ProviderError, Reasoning,
+    ChatRequest, ChatResponse, Image, Invalid, Malformed, Part, ProviderError, Reasoning,
     ResponseFormat, Role, StopReason, StreamEvent, Tool, ToolCall, ToolChoice, ToolResult,
 };
 use crate::usage::Usage;
@@ -316,21 +317,6 @@ fn decode_message(request: &mut ChatRequest, message: &Value, at: &str) -> Resul
         }
     }
     Ok(())
-}
-
-/// Appends parts as a message of `role`, joining the previous message when it has the
-/// same role (tool results following each other share one user message).
-fn push_parts(messages: &mut Vec<Message>, role: Role, parts: Vec<Part>) {
-    if parts.is_empty() {
-        return;
-    }
-    match messages.last_mut() {
-        Some(last) if last.role == role => last.content.extend(parts),
-        _ => messages.push(Message {
-            role,
-            content: parts,
-        }),
-    }
 }
 
 /// The text of a `content` that must be text: a string, or a list of `text` parts.
@@ -719,8 +705,7 @@ fn stop_to(stop: StopReason) -> &'static str {
 }
 
 fn usage_from(usage: &Value) -> Option<Usage> {
-    let bytes = serde_json::to_vec(&json!({ "usage": usage })).ok()?;
-    crate::usage::from_json_body(&bytes)
+    crate::usage::parse_usage(usage)
 }
 
 fn usage_to(usage: &Usage) -> Value {
@@ -886,27 +871,20 @@ impl StreamDecoder {
         };
         if let Some(choice) = choices.first() {
             let delta = choice.get("delta");
-            if let Some(text) = delta
-                .and_then(|d| d.get("reasoning_content"))
-                .and_then(Value::as_str)
-                .filter(|t| !t.is_empty())
-            {
+            let piece = |key: &str| {
+                delta
+                    .and_then(|d| d.get(key))
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string)
+            };
+            if let Some(text) = piece("reasoning_content") {
                 let index = Self::block(&mut self.thinking_index, &mut self.next_index);
-                out.push(StreamEvent::Thinking {
-                    index,
-                    text: text.to_string(),
-                });
+                out.push(StreamEvent::Thinking { index, text });
             }
-            if let Some(text) = delta
-                .and_then(|d| d.get("content"))
-                .and_then(Value::as_str)
-                .filter(|t| !t.is_empty())
-            {
+            if let Some(text) = piece("content") {
                 let index = Self::block(&mut self.text_index, &mut self.next_index);
-                out.push(StreamEvent::Text {
-                    index,
-                    text: text.to_string(),
-                });
+                out.push(StreamEvent::Text { index, text });
             }
             if let Some(calls) = delta
                 .and_then(|d| d.get("tool_calls"))

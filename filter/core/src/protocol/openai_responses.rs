@@ -75,6 +75,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::canon::push_parts;
 use super::sse;
 use super::{
     ChatRequest, ChatResponse, Image, Invalid, Message, Part, Reasoning, ResponseFormat, Role,
@@ -558,22 +559,6 @@ fn image_from_url(url: &str, at: &str) -> Result<Image, Invalid> {
             at,
             "must be an http(s) URL or a base64 data URL",
         ))
-    }
-}
-
-/// Appends parts as a message of `role`, joining the previous message when it has the
-/// same role (a function call joins the assistant text before it, consecutive function
-/// call outputs share one user message).
-fn push_parts(messages: &mut Vec<Message>, role: Role, parts: Vec<Part>) {
-    if parts.is_empty() {
-        return;
-    }
-    match messages.last_mut() {
-        Some(last) if last.role == role => last.content.extend(parts),
-        _ => messages.push(Message {
-            role,
-            content: parts,
-        }),
     }
 }
 

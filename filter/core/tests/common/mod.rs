@@ -8,6 +8,8 @@
     reason = "shared by several test binaries, each using part of it"
 )]
 
+pub mod canon;
+
 use std::collections::{BTreeMap, VecDeque};
 
 use detour_core::config::{self, Config, LoadError, Loaded};
