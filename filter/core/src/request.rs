@@ -469,7 +469,7 @@ fn printable(path: &str) -> String {
         .collect()
 }
 
-/// `GET /v1/models` (or `/models`): the route groups, as a list both the OpenAI SDKs
+/// `GET /v1/models` (or `/models`): the route groups and their listed aliases, as a list both the OpenAI SDKs
 /// (`object`, `id`, `created`, `owned_by`) and the Anthropic SDKs (`type`, `id`,
 /// `display_name`, `created_at`, `has_more`, `first_id`, `last_id`) read. `None` for any
 /// other request.
@@ -480,9 +480,19 @@ pub fn models_answer(config: &Config, method: &str, path: &str) -> Option<Respon
     if bare != "/models" || !method.eq_ignore_ascii_case("GET") {
         return None;
     }
-    let data: Vec<Value> = config
+    let names: Vec<&String> = config
         .groups
         .keys()
+        .chain(
+            config
+                .aliases
+                .iter()
+                .filter(|(_, alias)| !alias.hidden)
+                .map(|(name, _)| name),
+        )
+        .collect();
+    let data: Vec<Value> = names
+        .iter()
         .map(|name| {
             serde_json::json!({
                 "id": name,
@@ -499,8 +509,8 @@ pub fn models_answer(config: &Config, method: &str, path: &str) -> Option<Respon
         "object": "list",
         "data": data,
         "has_more": false,
-        "first_id": config.groups.keys().next(),
-        "last_id": config.groups.keys().next_back(),
+        "first_id": names.first(),
+        "last_id": names.last(),
     });
     Some(Response {
         status: 200,

@@ -696,3 +696,57 @@ fn api_keys_never_appear_in_load_errors() {
     let printed = format!("{err:?}");
     assert!(!printed.contains(TEST_KEY), "{printed}");
 }
+
+#[test]
+fn model_group_alias_routes_other_names_to_a_group() {
+    let text = r#"
+model_list:
+  - model_name: high-precision
+    litellm_params: {model: anthropic/claude-opus-4-5, api_key: os.environ/ANTHROPIC_API_KEY}
+router_settings:
+  model_group_alias:
+    claude-opus-4-5-20251101: high-precision
+    claude-haiku-4-5: {model: high-precision, hidden: true}
+"#;
+    let config = load_ok(text).config;
+    for name in [
+        "claude-opus-4-5-20251101",
+        "claude-haiku-4-5",
+        "high-precision",
+    ] {
+        assert_eq!(
+            config.resolve_group(Some(name), None).unwrap().name,
+            "high-precision"
+        );
+    }
+    let models = detour_core::request::models_answer(&config, "GET", "/v1/models").unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&models.body).unwrap();
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["high-precision", "claude-opus-4-5-20251101"],
+        "hidden aliases are not listed"
+    );
+
+    for (alias, problem) in [
+        ("{x: nowhere}", "not a route group"),
+        ("{high-precision: high-precision}", "already a route group"),
+        ("{x: {hidden: true}}", "is required"),
+        ("{x: 3}", "must be a group name"),
+    ] {
+        let text = format!(
+            "model_list:\n  - model_name: high-precision\n    litellm_params: {{model: openai/m, api_key: os.environ/OPENAI_API_KEY}}\nrouter_settings:\n  model_group_alias: {alias}\n"
+        );
+        let err = load_err(&text);
+        assert!(
+            err.errors.iter().any(|d| d.message.contains(problem)),
+            "{alias}: {:?}",
+            err.errors
+        );
+    }
+}

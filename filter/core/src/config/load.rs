@@ -14,8 +14,8 @@ use super::budgets;
 use super::providers;
 use super::walk::{index, join, Diagnostic, Diags, Section};
 use super::{
-    Config, Deployment, Fallbacks, Group, HealthChecks, ProbeKind, Secret, Settings, Webhook,
-    WebhookFormat, DEFAULT_STAGES,
+    Alias, Config, Deployment, Fallbacks, Group, HealthChecks, ProbeKind, Secret, Settings,
+    Webhook, WebhookFormat, DEFAULT_STAGES,
 };
 use crate::cluster::Upstream;
 
@@ -47,7 +47,8 @@ const TOP_LEVEL: [&str; 6] = [
 ];
 
 /// Settings keys detour implements, valid in `litellm_settings` and `router_settings`.
-const SETTINGS_KEYS: [&str; 13] = [
+const SETTINGS_KEYS: [&str; 14] = [
+    "model_group_alias",
     "max_budget",
     "budget_duration",
     "num_retries",
@@ -186,8 +187,10 @@ fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>, diags: &mut Diags) ->
     let (deployments, deployment_budgets) = read_model_list(&top, env, diags);
     let groups = build_groups(&deployments);
     let mut fallbacks = Fallbacks::default();
+    let mut aliases = BTreeMap::new();
     for section in &fallback_sources {
         read_fallbacks(section, &groups, &mut fallbacks, diags);
+        read_aliases(section, &groups, &mut aliases, diags);
     }
     let stages = read_stages(detour.as_ref(), &groups, diags);
     let budgets = budgets::read_budgets(
@@ -208,6 +211,7 @@ fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>, diags: &mut Diags) ->
     Some(Config {
         deployments,
         groups,
+        aliases,
         fallbacks,
         settings,
         stages,
@@ -765,6 +769,65 @@ fn read_fallbacks(
         if let Some(value) = section.get(key) {
             let table = read_fallback_table(value, &section.path_of(key), groups, diags);
             slot.get_or_insert_with(BTreeMap::new).extend(table);
+        }
+    }
+}
+
+/// `model_group_alias: {name: group}` or `{name: {model: group, hidden: true}}`: another
+/// name clients may send for a group (Claude Code asks for fixed model names such as
+/// `claude-sonnet-4-5-20250929`). Hidden aliases route but are not listed by `/v1/models`.
+fn read_aliases(
+    section: &Section<'_>,
+    groups: &BTreeMap<String, Group>,
+    aliases: &mut BTreeMap<String, Alias>,
+    diags: &mut Diags,
+) {
+    let Some(table) = section
+        .get("model_group_alias")
+        .and_then(|v| Section::of(v, section.path_of("model_group_alias"), diags))
+    else {
+        return;
+    };
+    for (name, value) in table.map {
+        let path = table.path_of(name);
+        let (group, hidden) = match value {
+            Value::String(group) => (group.clone(), false),
+            Value::Object(entry) => match entry.get("model").and_then(Value::as_str) {
+                Some(group) => (
+                    group.to_string(),
+                    entry
+                        .get("hidden")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false),
+                ),
+                None => {
+                    diags.error(
+                        &join(&path, "model"),
+                        "is required: the group this name means",
+                    );
+                    continue;
+                }
+            },
+            _ => {
+                diags.error(
+                    &path,
+                    "must be a group name or {model: <group>, hidden: true}",
+                );
+                continue;
+            }
+        };
+        if groups.contains_key(name) {
+            diags.error(
+                &path,
+                "is already a route group's name; an alias cannot hide it",
+            );
+        } else if !groups.contains_key(&group) {
+            diags.error(
+                &path,
+                format!("names {group:?}, which is not a route group"),
+            );
+        } else {
+            aliases.insert(name.clone(), Alias { group, hidden });
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct Config {
     pub deployments: Vec<Deployment>,
     /// Route groups by name (`model_name`), each with its deployments in try order.
     pub groups: BTreeMap<String, Group>,
+    /// Other names for groups (`model_group_alias`).
+    pub aliases: BTreeMap<String, Alias>,
     /// Group-to-group fallbacks.
     pub fallbacks: Fallbacks,
     /// Retry, timeout and cooldown settings.
@@ -269,6 +271,12 @@ impl Config {
         if let Some(group) = model.and_then(|m| self.groups.get(m)) {
             return Ok(group);
         }
+        if let Some(group) = model
+            .and_then(|m| self.aliases.get(m))
+            .and_then(|alias| self.groups.get(&alias.group))
+        {
+            return Ok(group);
+        }
         if let Some(stage) = stage {
             let Some(name) = self
                 .stages
@@ -293,6 +301,15 @@ impl Config {
     pub fn deployment(&self, idx: DeploymentIdx) -> Option<&Deployment> {
         self.deployments.get(idx)
     }
+}
+
+/// Another name for a route group (`model_group_alias`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alias {
+    /// The group it means.
+    pub group: String,
+    /// Routed to, but not listed by `/v1/models`.
+    pub hidden: bool,
 }
 
 /// Why a request could not be given a route group.
