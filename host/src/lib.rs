@@ -34,6 +34,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<ExitCod
         Command::Check(args) => cmd::check::run(&args, out, err)?,
         Command::Report(args) => cmd::report::run(&args, out, err)?,
         Command::Serve(args) => cmd::serve::run(&args, out, err)?,
+        Command::State(args) => cmd::state::run(&args, out, err)?,
     };
     Ok(ExitCode::from(status))
 }

@@ -26,6 +26,7 @@ pub mod event;
 pub mod flow;
 pub mod halt;
 pub mod health;
+pub mod ledger;
 pub mod meter;
 mod num;
 pub mod outgoing;

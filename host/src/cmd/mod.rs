@@ -5,4 +5,5 @@ pub mod check;
 pub mod envoy;
 pub mod report;
 pub mod serve;
+pub mod state;
 pub mod validate;
