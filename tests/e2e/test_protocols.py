@@ -233,7 +233,11 @@ def test_an_anthropic_request_falls_back_along_the_seed_chain_across_protocols(c
     mock.script("p-local", [{"content": "served by local", "usage": {"prompt_tokens": 7, "completion_tokens": 4}}])
 
     raw = claude.messages.with_raw_response.create(
-        model="claude-opus", max_tokens=100, system="You are terse.", messages=[{"role": "user", "content": "hi"}]
+        model="claude-opus",
+        max_tokens=100,
+        system="You are terse.",
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"anthropic-beta": "context-1m-2025-08-07"},
     )
     message = raw.parse()
     assert [block.text for block in message.content] == ["served by local"]
@@ -245,6 +249,16 @@ def test_an_anthropic_request_falls_back_along_the_seed_chain_across_protocols(c
     assert deployments(mock, "p-") == ["p-opus", "p-sonnet", "p-gpro", "p-gflash", "p-local"]
     assert_anthropic_upstream(only(mock.requests("p-opus")), "p-opus")
     assert_anthropic_upstream(only(mock.requests("p-sonnet")), "p-sonnet", model="claude-sonnet-4-5")
+    # The client's beta header goes with its untouched body to both Anthropic deployments
+    # (the first through Envoy's router, the second dispatched), and nowhere else.
+    beta = [(name, r["headers"].get("anthropic-beta")) for name in ("p-opus", "p-sonnet", "p-gpro", "p-gflash", "p-local") for r in mock.requests(name)]
+    assert beta == [
+        ("p-opus", "context-1m-2025-08-07"),
+        ("p-sonnet", "context-1m-2025-08-07"),
+        ("p-gpro", None),
+        ("p-gflash", None),
+        ("p-local", None),
+    ]
     gpro = only(mock.requests("p-gpro"))
     assert_gemini_upstream(gpro, "p-gpro")
     assert gpro["body"]["systemInstruction"]["parts"][0]["text"] == "You are terse."
@@ -448,7 +462,13 @@ def test_a_tool_call_round_trip_from_an_anthropic_client_through_an_openai_deplo
         ],
     )
     question = {"role": "user", "content": "Weather in Paris?"}
-    first = claude.messages.create(model="tools-local", max_tokens=200, tools=[ANTHROPIC_WEATHER_TOOL], messages=[question])
+    first = claude.messages.create(
+        model="tools-local",
+        max_tokens=200,
+        tools=[ANTHROPIC_WEATHER_TOOL],
+        messages=[question],
+        extra_headers={"anthropic-beta": "fine-grained-tool-streaming-2025-05-14"},
+    )
     assert first.stop_reason == "tool_use"
     [tool_use] = [block for block in first.content if block.type == "tool_use"]
     assert tool_use.id and (tool_use.name, tool_use.input) == ("get_weather", {"city": "Paris"})
@@ -456,6 +476,9 @@ def test_a_tool_call_round_trip_from_an_anthropic_client_through_an_openai_deplo
 
     sent = only(mock.requests("pt-local"))
     assert_openai_upstream(sent, "pt-local", key=E2E_KEY)
+    # Sent through Envoy's router with the client's request: its Anthropic headers are
+    # not for an OpenAI deployment.
+    assert "anthropic-version" not in sent["headers"] and "anthropic-beta" not in sent["headers"]
     [tool] = sent["body"]["tools"]
     assert tool["type"] == "function"
     assert {k: tool["function"][k] for k in ("name", "description", "parameters")} == OPENAI_WEATHER_TOOL["function"]

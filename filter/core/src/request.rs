@@ -117,6 +117,9 @@ pub struct ParsedRequest {
     /// The body in canonical form: decoded on arrival for Messages and Responses, on
     /// first need for Chat Completions.
     canonical: OnceCell<Result<ChatRequest, Invalid>>,
+    /// The client's `anthropic-beta` header, for Anthropic deployments of an Anthropic
+    /// client (the beta features it names are in the untouched body).
+    anthropic_beta: Option<String>,
 }
 
 impl ParsedRequest {
@@ -268,7 +271,16 @@ impl ParsedRequest {
             client_wants_usage,
             body,
             canonical,
+            anthropic_beta: None,
         })
+    }
+
+    /// Keeps the client's `anthropic-beta` header: an Anthropic client's body may use the
+    /// beta features it names, so every Anthropic deployment that gets the body untouched
+    /// gets the header too (a translated request uses no beta feature and goes without).
+    pub fn with_anthropic_beta(mut self, value: Option<String>) -> Self {
+        self.anthropic_beta = value.filter(|v| !v.trim().is_empty());
+        self
     }
 
     /// The protocol the client speaks.
@@ -279,8 +291,11 @@ impl ParsedRequest {
     /// What to send to `deployment`, in its protocol; `Unsupported` when its protocol
     /// cannot express this request (the deployment is skipped with that reason).
     pub fn attempt_for(&self, deployment: &Deployment) -> Result<Outgoing, Unsupported> {
-        let headers = outgoing::headers(deployment);
+        let mut headers = outgoing::headers(deployment);
         if deployment.protocol == self.protocol() {
+            if let (Protocol::Anthropic, Some(beta)) = (deployment.protocol, &self.anthropic_beta) {
+                headers.push(("anthropic-beta".to_string(), beta.clone()));
+            }
             return Ok(Outgoing {
                 path: outgoing::path(deployment, self.endpoint.suffix(), self.stream, &self.query),
                 headers,

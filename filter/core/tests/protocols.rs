@@ -427,3 +427,24 @@ router_settings:
     let next = send(flow.poll(&config, &mut store, T0));
     assert_eq!(next.path, "/safe/v1/chat/completions");
 }
+
+#[test]
+fn an_anthropic_clients_beta_header_goes_only_where_its_body_goes_untouched() {
+    let config = config();
+    let mut store = MemoryStore::default();
+    let request = parse(&config, "/v1/messages", &messages_request(json!({})))
+        .with_anthropic_beta(Some("context-1m-2025-08-07".into()));
+    let mut flow = Flow::start(&config, request, None, T0, 7).unwrap();
+    let first = send(flow.poll(&config, &mut store, T0));
+    assert_eq!(
+        header(&first, "anthropic-beta"),
+        Some("context-1m-2025-08-07")
+    );
+    flow.on_answer(&config, &mut store, T0, answer(529, b"{}"));
+    let second = send(flow.poll(&config, &mut store, T0));
+    assert_eq!(
+        header(&second, "anthropic-beta"),
+        None,
+        "Gemini gets a translated body"
+    );
+}

@@ -22,6 +22,9 @@ use crate::run::{log_event, log_events, Phase};
 pub(crate) const STAGE_HEADER: &str = "x-detour-stage";
 /// The request header Envoy's `cluster_header` route reads.
 pub(crate) const CLUSTER_HEADER: &str = "x-detour-cluster";
+/// Client headers that belong to one protocol (the attempt's own headers replace them,
+/// or they are removed).
+const PROTOCOL_HEADERS: [&str; 2] = ["anthropic-version", "anthropic-beta"];
 /// The per-try timeout Envoy's router honours when a filter sets it.
 const PER_TRY_TIMEOUT_HEADER: &str = "x-envoy-upstream-rq-per-try-timeout-ms";
 
@@ -84,7 +87,7 @@ impl DetourHttp {
         }
         let body = host::buffer(BufferType::HttpRequestBody, body_size, limit);
         let parsed = match ParsedRequest::parse(&config, &state.method, &state.path, &body) {
-            Ok(parsed) => parsed,
+            Ok(parsed) => parsed.with_anthropic_beta(state.anthropic_beta.clone()),
             Err(response) => {
                 state.respond(&response);
                 return Action::Pause;
@@ -125,6 +128,13 @@ impl DetourHttp {
                 );
                 for (name, value) in &send.headers {
                     host::set_header(MapType::HttpRequestHeaders, name, Some(value));
+                }
+                // The client's protocol headers are for its own protocol's deployments:
+                // a translated attempt goes without them.
+                for name in PROTOCOL_HEADERS {
+                    if !send.headers.iter().any(|(n, _)| n == name) {
+                        host::set_header(MapType::HttpRequestHeaders, name, None);
+                    }
                 }
                 host::set_buffer(BufferType::HttpRequestBody, body_size, &send.body);
                 state.phase = Phase::Routed;
@@ -377,6 +387,7 @@ impl HttpContext for DetourHttp {
                     STAGE_HEADER => {
                         state.stage = Some(value.trim().to_string()).filter(|s| !s.is_empty())
                     }
+                    "anthropic-beta" => state.anthropic_beta = Some(value.clone()),
                     _ => {}
                 }
             }

@@ -53,6 +53,9 @@ pub(crate) struct RequestState {
     pub(crate) method: String,
     pub(crate) path: String,
     pub(crate) stage: Option<String>,
+    /// The client's `anthropic-beta` header: passed on to Anthropic deployments (on
+    /// every attempt, dispatched ones included) when the client speaks Anthropic too.
+    pub(crate) anthropic_beta: Option<String>,
     /// Meters the delivered answer of the router's attempt as it streams to the client.
     pub(crate) meter: Option<Meter>,
     /// When the request arrived, for the latency histogram.
@@ -71,6 +74,7 @@ impl RequestState {
             method: String::new(),
             path: String::new(),
             stage: None,
+            anthropic_beta: None,
             meter: None,
             started_at: host::now_ms(),
             first_byte_at: None,
