@@ -2,6 +2,9 @@
 # Benchmarks: detour's overhead and throughput against bare Envoy and LiteLLM, in one run.
 #
 #   scripts/bench.sh [--quick] [any bench/run.py option]
+#   scripts/bench.sh --profile ab|perf|memory [bench/profile.py options]
+#       where the time and memory go (A/B variants, perf, per-worker memory); also
+#       installs perf (linux-perf) and wat2wasm (wabt) from Debian. See BENCHMARKS.md.
 #
 # Installs what the run needs, each step only when missing (idempotent):
 #   nginx and taskset (Debian), oha (cargo install oha --locked, several minutes the first
@@ -26,6 +29,15 @@ need_deb() { # need_deb COMMAND PACKAGE
 need_deb nginx nginx-light
 need_deb taskset util-linux
 
+profile=0
+if [ "${1:-}" = --profile ]; then
+    profile=1
+    shift
+    need_deb perf linux-perf
+    need_deb wat2wasm wabt
+    export DETOUR_BENCH_NO_LITELLM=1 # the profile never runs LiteLLM
+fi
+
 if ! command -v oha >/dev/null 2>&1; then
     log "installing oha (cargo install oha --locked; takes minutes the first time)"
     cargo install oha --locked
@@ -48,6 +60,10 @@ log "building target/detour.wasm and target/release/detour"
 bash scripts/build-wasm.sh >/dev/null
 cargo build --release -q -p detour
 
+if [ "$profile" = 1 ]; then
+    exec "$ROOT/.venv/bin/python" bench/profile.py "$@"
+fi
+
 targets=()
-if [ "${DETOUR_BENCH_NO_LITELLM:-0}" = 1 ]; then targets=(--targets direct,envoy,envoy+detour,serve); fi
+if [ "${DETOUR_BENCH_NO_LITELLM:-0}" = 1 ]; then targets=(--targets "direct,envoy,envoy+detour,serve"); fi
 exec "$ROOT/.venv/bin/python" bench/run.py "${targets[@]}" "$@"
