@@ -8,7 +8,7 @@ use detour_core::admin;
 use detour_core::classify::{self, MAX_CLASSIFY_BODY};
 use detour_core::flow::{Answer, Flow, Reason, Step, Verdict};
 use detour_core::meter::{self, Meter, MAX_JSON_BODY};
-use detour_core::protocol::transcode;
+use detour_core::protocol::{transcode, Protocol};
 use detour_core::request::{self, ParsedRequest};
 use detour_core::respond;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -287,8 +287,13 @@ impl DetourHttp {
         let (Some(config), Some(flow)) = (state.config.as_ref(), state.flow.as_ref()) else {
             return false;
         };
+        let plan = flow.answer_plan(config);
+        if !plan.translates() && plan.provider == Protocol::OpenAiChat {
+            // The common path: no header read needed to know it passes as it comes.
+            return false;
+        }
         let content_type = host::header(MapType::HttpResponseHeaders, "content-type");
-        meter::needs_whole_body(content_type.as_deref(), &flow.answer_plan(config))
+        meter::needs_whole_body(content_type.as_deref(), &plan)
     }
 
     /// A whole successful answer from the router: translated and delivered (`true`), or,
@@ -450,9 +455,18 @@ impl HttpContext for DetourHttp {
         let status = host::header(MapType::HttpResponseHeaders, ":status")
             .and_then(|s| s.trim().parse::<u16>().ok())
             .unwrap_or(0);
-        let retry_after = host::header(MapType::HttpResponseHeaders, "retry-after");
-        let retry_after_ms = host::header(MapType::HttpResponseHeaders, "retry-after-ms");
-        let whole = (200..300).contains(&status) && self.needs_whole_body();
+        let success = (200..300).contains(&status);
+        // Retry hints matter only to a failure; a success skips the two hostcalls (the
+        // common path: BENCHMARKS.md, "Profile").
+        let (retry_after, retry_after_ms) = if success {
+            (None, None)
+        } else {
+            (
+                host::header(MapType::HttpResponseHeaders, "retry-after"),
+                host::header(MapType::HttpResponseHeaders, "retry-after-ms"),
+            )
+        };
+        let whole = success && self.needs_whole_body();
         if (classify::needs_body(status) || whole) && !end_of_stream {
             self.state.borrow_mut().phase = Phase::Judging {
                 status,
@@ -469,8 +483,13 @@ impl HttpContext for DetourHttp {
                 false => Action::Pause,
             };
         }
-        let failure =
-            host::property(&["response", "code_details"]).and_then(|d| transport_failure(&d));
+        // Envoy's own answers to a transport failure are 503/504 (and 408 for a stream
+        // idle timeout); only those need the router's details.
+        let failure = if matches!(status, 408 | 503 | 504) {
+            host::property(&["response", "code_details"]).and_then(|d| transport_failure(&d))
+        } else {
+            None
+        };
         match self.judge_router_answer(
             status,
             retry_after.as_deref(),

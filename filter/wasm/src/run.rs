@@ -116,7 +116,9 @@ impl RequestState {
                 if let (Some(deployment), Some(usage)) = (served, flow.settled_usage()) {
                     metrics::emit(&telemetry::for_usage(&deployment.model, &usage));
                 }
-                log_event(&flow.request_event(&config, now, duration_ms));
+                if config.settings.request_events {
+                    log_event(&flow.request_event(&config, now, duration_ms));
+                }
             }
             // Refused before routing (bad input, admin): counted without a group.
             None => metrics::emit(&telemetry::for_request(

@@ -207,6 +207,16 @@ fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>, diags: &mut Diags) ->
     let admin = budgets::read_admin(detour.as_ref(), &mut resolve, diags);
     let health_checks = read_health_checks(&top, detour.as_ref(), diags);
     let webhook = read_webhook(detour.as_ref(), env, diags);
+    // `read_webhook` has reported an `events` that is not a mapping.
+    if let Some(Value::Object(events)) = detour.as_ref().and_then(|d| d.get("events")) {
+        let events = Section {
+            path: join("detour", "events"),
+            map: events,
+        };
+        if let Some(requests) = events.bool("requests", diags) {
+            settings.request_events = requests;
+        }
+    }
 
     Some(Config {
         deployments,
@@ -232,10 +242,10 @@ fn read_webhook(
         d.get("events")
             .and_then(|v| Section::of(v, d.path_of("events"), diags))
     })?;
-    for key in events.unknown_keys(&["webhook"]) {
+    for key in events.unknown_keys(&["webhook", "requests"]) {
         diags.error(
             &events.path_of(key),
-            "unknown events setting (known: webhook)",
+            "unknown events setting (known: webhook, requests)",
         );
     }
     let hook = events
