@@ -130,10 +130,13 @@ impl DetourHttp {
                     host::set_header(MapType::HttpRequestHeaders, name, Some(value));
                 }
                 // The client's protocol headers are for its own protocol's deployments:
-                // a translated attempt goes without them.
-                for name in PROTOCOL_HEADERS {
-                    if !send.headers.iter().any(|(n, _)| n == name) {
-                        host::set_header(MapType::HttpRequestHeaders, name, None);
+                // a translated attempt goes without them (removed only when sent, to spare
+                // the hostcalls on the common path).
+                if state.protocol_headers {
+                    for name in PROTOCOL_HEADERS {
+                        if !send.headers.iter().any(|(n, _)| n == name) {
+                            host::set_header(MapType::HttpRequestHeaders, name, None);
+                        }
                     }
                 }
                 host::set_buffer(BufferType::HttpRequestBody, body_size, &send.body);
@@ -392,7 +395,11 @@ impl HttpContext for DetourHttp {
                     STAGE_HEADER => {
                         state.stage = Some(value.trim().to_string()).filter(|s| !s.is_empty())
                     }
-                    "anthropic-beta" => state.anthropic_beta = Some(value.clone()),
+                    "anthropic-beta" => {
+                        state.anthropic_beta = Some(value.clone());
+                        state.protocol_headers = true;
+                    }
+                    "anthropic-version" => state.protocol_headers = true,
                     _ => {}
                 }
             }

@@ -56,6 +56,8 @@ pub(crate) struct RequestState {
     /// The client's `anthropic-beta` header: passed on to Anthropic deployments (on
     /// every attempt, dispatched ones included) when the client speaks Anthropic too.
     pub(crate) anthropic_beta: Option<String>,
+    /// The client sent one of the headers of `http::PROTOCOL_HEADERS`.
+    pub(crate) protocol_headers: bool,
     /// Meters the delivered answer of the router's attempt as it streams to the client.
     pub(crate) meter: Option<Meter>,
     /// When the request arrived, for the latency histogram.
@@ -75,6 +77,7 @@ impl RequestState {
             path: String::new(),
             stage: None,
             anthropic_beta: None,
+            protocol_headers: false,
             meter: None,
             started_at: host::now_ms(),
             first_byte_at: None,
