@@ -345,36 +345,94 @@ impl ParsedRequest {
     /// The body for a deployment of the client's own protocol: the provider's model name
     /// instead of the group's.
     fn body_for(&self, deployment: &Deployment) -> Vec<u8> {
-        let mut body = self.body.clone();
-        body.insert(
-            "model".into(),
-            Value::String(deployment.provider_model.clone()),
-        );
-        if self.stream
+        // A stream's usage arrives only when asked for; without it the spend of a
+        // streamed answer could not be counted.
+        let ask_usage = self.stream
             && !self.client_wants_usage
             && matches!(
                 self.endpoint,
                 Endpoint::ChatCompletions | Endpoint::Completions
-            )
-        {
-            // A stream's usage arrives only when asked for; without it the spend of a
-            // streamed answer could not be counted.
-            let options = body
-                .entry("stream_options")
-                .or_insert_with(|| Value::Object(Map::new()));
-            if let Value::Object(options) = options {
-                options.insert("include_usage".into(), Value::Bool(true));
-            } else {
-                *options = serde_json::json!({"include_usage": true});
+            );
+        let rewritten;
+        let body = if self.endpoint == Endpoint::Messages && has_unsigned_thinking(&self.body) {
+            let mut copy = self.body.clone();
+            drop_unsigned_thinking(&mut copy);
+            rewritten = copy;
+            &rewritten
+        } else {
+            &self.body
+        };
+        let out = Passthrough {
+            body,
+            model: &deployment.provider_model,
+            ask_usage,
+        };
+        // Serialising JSON values cannot fail (string keys only); an empty body would be
+        // rejected upstream rather than crash the worker.
+        serde_json::to_vec(&out).unwrap_or_default()
+    }
+}
+
+/// The client's body as a deployment of its own protocol gets it, written straight from
+/// the parsed body without copying it: `model` replaced, and `stream_options.include_usage`
+/// set when detour asks for a stream's usage. Every other field passes as the client sent
+/// it (keys in the order the parsed map keeps them).
+struct Passthrough<'a> {
+    body: &'a Map<String, Value>,
+    model: &'a str,
+    ask_usage: bool,
+}
+
+impl serde::Serialize for Passthrough<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in self.body {
+            match key.as_str() {
+                "model" => map.serialize_entry(key, self.model)?,
+                "stream_options" if self.ask_usage => {
+                    let mut options = match value {
+                        Value::Object(options) => options.clone(),
+                        _ => Map::new(),
+                    };
+                    options.insert("include_usage".into(), Value::Bool(true));
+                    map.serialize_entry(key, &options)?;
+                }
+                _ => map.serialize_entry(key, value)?,
             }
         }
-        if self.endpoint == Endpoint::Messages {
-            drop_unsigned_thinking(&mut body);
+        if !self.body.contains_key("model") {
+            map.serialize_entry("model", self.model)?;
         }
-        // Serialising a Value cannot fail (string keys only); an empty body would be
-        // rejected upstream rather than crash the worker.
-        serde_json::to_vec(&body).unwrap_or_default()
+        if self.ask_usage && !self.body.contains_key("stream_options") {
+            map.serialize_entry(
+                "stream_options",
+                &serde_json::json!({"include_usage": true}),
+            )?;
+        }
+        map.end()
     }
+}
+
+/// Whether an Anthropic body's history has a `thinking` block without a signature.
+fn has_unsigned_thinking(body: &Map<String, Value>) -> bool {
+    let Some(Value::Array(messages)) = body.get("messages") else {
+        return false;
+    };
+    messages.iter().any(|message| {
+        message
+            .get("content")
+            .and_then(Value::as_array)
+            .is_some_and(|blocks| blocks.iter().any(is_unsigned_thinking))
+    })
+}
+
+fn is_unsigned_thinking(block: &Value) -> bool {
+    block.get("type").and_then(Value::as_str) == Some("thinking")
+        && block
+            .get("signature")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
 }
 
 /// Removes `thinking` blocks without a signature from an Anthropic body's history.
@@ -388,13 +446,7 @@ fn drop_unsigned_thinking(body: &mut Map<String, Value>) {
     };
     for message in messages {
         if let Some(Value::Array(blocks)) = message.get_mut("content") {
-            blocks.retain(|block| {
-                block.get("type").and_then(Value::as_str) != Some("thinking")
-                    || block
-                        .get("signature")
-                        .and_then(Value::as_str)
-                        .is_some_and(|s| !s.is_empty())
-            });
+            blocks.retain(|block| !is_unsigned_thinking(block));
         }
     }
 }

@@ -448,3 +448,42 @@ fn an_anthropic_clients_beta_header_goes_only_where_its_body_goes_untouched() {
         "Gemini gets a translated body"
     );
 }
+
+#[test]
+fn a_same_protocol_body_goes_as_sent_but_for_model_and_the_usage_detour_asks_for() {
+    let config = config();
+    let body = json!({
+        "model": "local",
+        "stream": true,
+        "stream_options": {"chunk_hint": 3},
+        "messages": [{"role": "user", "content": "h\u{e9}llo \"q\"\n"}],
+        "temperature": 0.25,
+        "vendor_extension": {"nested": [1, 2, {"x": null}]},
+    });
+    let request = parse(&config, "/v1/chat/completions", &body);
+    let mut flow = Flow::start(&config, request, None, T0, 7).unwrap();
+    let sent = send(flow.poll(&config, &mut MemoryStore::default(), T0));
+    let sent: Value = serde_json::from_slice(&sent.body).unwrap();
+    let mut want = body.clone();
+    want["model"] = json!("local-model");
+    want["stream_options"] = json!({"chunk_hint": 3, "include_usage": true});
+    assert_eq!(sent, want);
+
+    // A body without `model` (routed by stage tag) gets the provider's model added.
+    let config = load_ok(
+        "model_list:\n  - model_name: local\n    litellm_params: {model: openai/local-model, api_base: \"http://127.0.0.1:18001/l/v1\", input_cost_per_token: 0, output_cost_per_token: 0}\ndetour:\n  stages: {Build: local}\n",
+    )
+    .config;
+    let request = parse(
+        &config,
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "x"}]}),
+    );
+    let mut flow = Flow::start(&config, request, Some("Build"), T0, 7).unwrap();
+    let sent = send(flow.poll(&config, &mut MemoryStore::default(), T0));
+    let sent: Value = serde_json::from_slice(&sent.body).unwrap();
+    assert_eq!(
+        sent,
+        json!({"model": "local-model", "messages": [{"role": "user", "content": "x"}]})
+    );
+}
