@@ -26,7 +26,10 @@ impl Redis {
     /// Parses `url` (`redis://host:port/db`); dials nothing yet.
     pub fn open(url: &str, timeout: Duration) -> Result<Redis, LedgerError> {
         let client = Client::open(url)
-            .map_err(|e| LedgerError::Invalid(format!("redis url {url:?}: {e}")))?;
+            // The URL may carry a password: name the problem, never the URL.
+            .map_err(|e| {
+                LedgerError::Invalid(format!("the redis url does not parse: {:?}", e.kind()))
+            })?;
         Ok(Redis {
             client,
             conn: Mutex::new(None),

@@ -258,17 +258,26 @@ impl RedisLedger {
         for scope in scopes {
             call.arg(&scope.key);
         }
-        let (granted, id): (String, String) = self
+        let (granted, id, room): (String, String, String) = self
             .redis
             .run(|mut conn| async move { call.invoke_async(&mut conn).await })
             .await?;
-        let granted_nanos = granted.parse::<u64>().map_err(|_| LedgerError::Backend {
-            message: format!("lease script granted {granted:?}"),
-            transient: false,
-        })?;
+        let number = |what: &str, text: &str| {
+            text.parse::<u64>().map_err(|_| LedgerError::Backend {
+                message: format!("lease script answered {what} {text:?}"),
+                transient: false,
+            })
+        };
+        if id.is_empty() {
+            return Err(LedgerError::Backend {
+                message: "lease script answered no id".into(),
+                transient: false,
+            });
+        }
         Ok(Lease {
+            granted_nanos: number("granted", &granted)?,
+            room_nanos: number("room", &room)?,
             id,
-            granted_nanos,
             expires_at_ms,
         })
     }

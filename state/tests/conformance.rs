@@ -284,12 +284,19 @@ fn lease_grants_at_most_remaining<B: Backend>(b: &B) {
     assert_eq!(first.granted_nanos, 400);
     assert!(!first.id.is_empty());
     assert_eq!(first.expires_at_ms, NOW + TTL);
+    // Room after the grant: total 300, tag 100; the tightest answers.
+    assert_eq!(first.room_nanos, 100);
     // The tag has 100 left, the tightest scope caps the grant.
     let second = l.lease("replica-b", &scopes, 400, NOW, TTL).unwrap();
-    assert_eq!(second.granted_nanos, 100);
+    assert_eq!((second.granted_nanos, second.room_nanos), (100, 0));
     assert_ne!(first.id, second.id);
+    // Full: 0 granted, yet a hold with an id of its own to report spend under.
     let none = l.lease("replica-c", &scopes, 1, NOW, TTL).unwrap();
-    assert_eq!((none.granted_nanos, none.id.as_str()), (0, ""));
+    assert_eq!((none.granted_nanos, none.room_nanos), (0, 0));
+    assert!(!none.id.is_empty());
+    assert_ne!(none.id, first.id);
+    assert_ne!(none.id, second.id);
+    assert_eq!(none.expires_at_ms, NOW + TTL);
     assert_eq!(spent_reserved(&l, "tag/Build"), (0, 800));
     // Returning converts what was used into spend and frees the rest; once.
     assert_eq!(
@@ -317,6 +324,58 @@ fn lease_grants_at_most_remaining<B: Backend>(b: &B) {
         Ending::AfterExpiry
     );
     assert_eq!(spent_reserved(&l, "tag/Build"), (290, 300));
+    // The 0-granted lease: what its holder spent is recorded, in every scope, once.
+    assert_eq!(
+        l.return_lease(&none.id, 15, NOW + 2_000).unwrap(),
+        Ending::Applied
+    );
+    assert_eq!(
+        l.return_lease(&none.id, 15, NOW + 2_000).unwrap(),
+        Ending::Repeated
+    );
+    assert_eq!(spent_reserved(&l, "tag/Build"), (305, 300));
+    assert_eq!(spent_reserved(&l, "total"), (305, 300));
+}
+
+fn zero_lease_records_spend_and_room_follows_the_tightest_scope<B: Backend>(b: &B) {
+    let mut l = b.ledger();
+    let scopes = [scope("total", 1_000), scope("model/x", 600)];
+    // Nothing used yet: the model scope is the tightest (600 vs 1000).
+    let a = l.lease("a", &scopes, 100, NOW, TTL).unwrap();
+    assert_eq!((a.granted_nanos, a.room_nanos), (100, 500));
+    // Spend elsewhere in the total (another model) makes the total the tightest.
+    let other = [scope("total", 1_000), scope("model/y", 10_000)];
+    l.reserve("big", &other, 750, NOW, TTL).unwrap();
+    // total: 1000 - 100 - 750 = 150 left; model/x: 500 left.
+    let b2 = l.lease("b", &scopes, 100, NOW, TTL).unwrap();
+    assert_eq!((b2.granted_nanos, b2.room_nanos), (100, 50));
+    // A want of 0 still holds and answers the room as it is.
+    let zero = l.lease("c", &scopes, 0, NOW, TTL).unwrap();
+    assert_eq!((zero.granted_nanos, zero.room_nanos), (0, 50));
+    assert!(!zero.id.is_empty());
+    let rest = l.lease("d", &scopes, 1_000, NOW, TTL).unwrap();
+    assert_eq!((rest.granted_nanos, rest.room_nanos), (50, 0));
+    assert_eq!(spent_reserved(&l, "total"), (0, 1_000));
+    assert_eq!(spent_reserved(&l, "model/x"), (0, 250));
+    // Full: the lease still has an id; its return with spend records the spend (past the
+    // limit: recorded, never clipped), and the scope is overspent.
+    let full = l.lease("e", &scopes, 10, NOW, 1_000).unwrap();
+    assert_eq!((full.granted_nanos, full.room_nanos), (0, 0));
+    assert!(!full.id.is_empty());
+    assert_eq!(l.return_lease(&full.id, 40, NOW).unwrap(), Ending::Applied);
+    assert_eq!(spent_reserved(&l, "total"), (40, 1_000));
+    assert_eq!(spent_reserved(&l, "model/x"), (40, 250));
+    // Overspent: 0 granted, room 0 (never a wrapped number).
+    let over = l.lease("f", &scopes, 10, NOW, 1_000).unwrap();
+    assert_eq!((over.granted_nanos, over.room_nanos), (0, 0));
+    // A 0-granted lease expires like any other; a late return still records its spend.
+    assert!(l.expire(NOW + 1_000).unwrap().contains(&over.id));
+    assert_eq!(
+        l.return_lease(&over.id, 5, NOW + 2_000).unwrap(),
+        Ending::AfterExpiry
+    );
+    assert_eq!(spent_reserved(&l, "model/x"), (45, 250));
+    assert_eq!(spent_reserved(&l, "total"), (45, 1_000));
 }
 
 fn leases_never_over_grant_under_concurrency<B: Backend>(b: &B) {
@@ -333,7 +392,9 @@ fn leases_never_over_grant_under_concurrency<B: Backend>(b: &B) {
                         let lease = l
                             .lease(&format!("replica-{t}"), scopes, 700, NOW, TTL)
                             .unwrap();
+                        assert!(!lease.id.is_empty());
                         if lease.granted_nanos == 0 {
+                            assert_eq!(lease.room_nanos, 0, "0 is granted only when full");
                             return got;
                         }
                         assert!(lease.granted_nanos <= 700);
@@ -427,6 +488,7 @@ on_every_backend!(
     release_is_idempotent,
     expiry_returns_holds,
     lease_grants_at_most_remaining,
+    zero_lease_records_spend_and_room_follows_the_tightest_scope,
     leases_never_over_grant_under_concurrency,
     period_keys_start_fresh,
 );

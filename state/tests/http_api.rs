@@ -168,6 +168,7 @@ async fn reserve_settle_release_lease_and_account() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(lease["granted_nanos"], 550);
+    assert_eq!(lease["room_nanos"], 0);
     let id = lease["lease_id"].as_str().unwrap().to_string();
     assert_eq!(
         api.post(

@@ -21,8 +21,12 @@
 //!   (see `done_ttl` below).
 //! - [`Ledger::lease`] is a hold of up to `want` across all scopes (capped by the room
 //!   left in the tightest scope): a slice of the remaining budget that a replica spends
-//!   locally. [`Ledger::return_lease`] turns what was used into spend and frees the rest;
-//!   it is a settle under the lease's id, with the same guarantees.
+//!   locally. A lease always creates a hold and has an id, even when 0 is granted (a full
+//!   scope), so a process always has an id to report its spend under; the answer also
+//!   says the room left after the grant, from which the holder sizes its next slices.
+//!   [`Ledger::return_lease`] turns what was used into spend and frees the rest; it is a
+//!   settle under the lease's id, with the same guarantees (its `used` is recorded
+//!   unconditionally, also after expiry and above the grant).
 //!
 //! Money is integer nano-dollars. A scope is a string key that embeds its period, as
 //! [`crate::budget::key`] does (`detour/v1/budget/<scope>/<period start>`), so a new
@@ -120,10 +124,16 @@ pub enum Ending {
 /// A slice of budget granted to one holder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
-    /// The id to return it under; empty when nothing was granted.
+    /// The id to return it under (and to report spend under): never empty, also when
+    /// nothing was granted.
     pub id: String,
-    /// Granted nano-dollars, at most the wanted amount and the room of every scope.
+    /// Granted nano-dollars, at most the wanted amount and the room of every scope
+    /// (0 when a scope is full or overspent).
     pub granted_nanos: u64,
+    /// The room left in the tightest of the lease's scopes after this grant
+    /// (`limit - spent - reserved`, minimum over the scopes, 0 when a scope is full or
+    /// overspent): what the holder sizes its next slices from.
+    pub room_nanos: u64,
     /// When the lease expires if it is not returned (Unix ms).
     pub expires_at_ms: UnixMillis,
 }
@@ -211,7 +221,9 @@ pub trait Ledger {
     fn account(&self, scope_key: &str) -> Result<ScopeAccount, LedgerError>;
 
     /// Grants up to `want_nanos` in every scope at once (the room of the tightest scope
-    /// caps it; nothing is granted when a scope is full).
+    /// caps it). Always holds and answers an id, with 0 granted when a scope is full, so
+    /// the holder can report spend under it; [`Lease::room_nanos`] is the room left
+    /// after the grant.
     fn lease(
         &mut self,
         holder_id: &str,
@@ -221,7 +233,8 @@ pub trait Ledger {
         ttl_ms: u64,
     ) -> Result<Lease, LedgerError>;
 
-    /// Records `used_nanos` as spend and frees the rest of the lease. Idempotent.
+    /// Records `used_nanos` as spend and frees the rest of the lease. Unconditional (also
+    /// above the grant, and after expiry: [`Ending::AfterExpiry`]) and idempotent.
     fn return_lease(
         &mut self,
         lease_id: &str,
@@ -568,22 +581,17 @@ impl<S: Store> Ledger for LedgerOnStore<S> {
         let done_ttl = self.done_ttl_ms;
         let expires_at_ms = now_ms.saturating_add(ttl_ms);
         self.change(|state| {
-            let swept = !state.sweep(now_ms, done_ttl).is_empty();
-            let granted = want_nanos.min(state.least_room(scopes));
-            if granted == 0 {
-                let none = Lease {
-                    id: String::new(),
-                    granted_nanos: 0,
-                    expires_at_ms,
-                };
-                return Ok((none, swept));
-            }
+            state.sweep(now_ms, done_ttl);
+            let room = state.least_room(scopes);
+            let granted = want_nanos.min(room);
+            // Held even when 0 is granted: the holder needs an id to report spend under.
             state.seq = state.seq.saturating_add(1);
             let id = format!("lease/{holder_id}/{}", state.seq);
             state.hold(id.clone(), scopes, granted, expires_at_ms);
             let lease = Lease {
                 id,
                 granted_nanos: granted,
+                room_nanos: room.saturating_sub(granted),
                 expires_at_ms,
             };
             Ok((lease, true))
@@ -668,6 +676,40 @@ mod tests {
             ledger.lease("h", &[scope("a\nb", 1)], 1, 0, 1),
             Err(LedgerError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn a_lease_always_has_an_id_and_says_the_room_left() {
+        let mut ledger = LedgerOnStore::new(MemoryStore::default()).unwrap();
+        let scopes = [scope("total", 1_000), scope("tag/T", 300)];
+        ledger.reserve("r", &scopes, 100, 0, 10_000).unwrap();
+        // Tag room 200, total room 900: the tag caps the grant and the room left.
+        let first = ledger.lease("h", &scopes, 150, 0, 10_000).unwrap();
+        assert_eq!((first.granted_nanos, first.room_nanos), (150, 50));
+        let second = ledger.lease("h", &scopes, 500, 0, 10_000).unwrap();
+        assert_eq!((second.granted_nanos, second.room_nanos), (50, 0));
+        // Full: nothing granted, but a hold and an id all the same.
+        let none = ledger.lease("h", &scopes, 10, 0, 10_000).unwrap();
+        assert_eq!((none.granted_nanos, none.room_nanos), (0, 0));
+        assert!(!none.id.is_empty());
+        assert_ne!(none.id, second.id);
+        assert_eq!(ledger.account("tag/T").unwrap().reserved, 300);
+        // Spend reported under the empty lease is recorded, once.
+        assert_eq!(
+            ledger.return_lease(&none.id, 7, 0).unwrap(),
+            Ending::Applied
+        );
+        assert_eq!(
+            ledger.return_lease(&none.id, 7, 0).unwrap(),
+            Ending::Repeated
+        );
+        let tag = ledger.account("tag/T").unwrap();
+        assert_eq!((tag.spent, tag.reserved), (7, 300));
+        // An overspent scope grants 0 and reports no room (never a wrapped value).
+        let over = [scope("tag/T", 5)];
+        let lease = ledger.lease("h", &over, 10, 0, 10_000).unwrap();
+        assert_eq!((lease.granted_nanos, lease.room_nanos), (0, 0));
+        assert!(!lease.id.is_empty());
     }
 
     #[test]

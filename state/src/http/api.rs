@@ -6,13 +6,15 @@
 //! | `POST /v1/reserve` | `request_id`, `scopes: [{key, limit_nanos}]`, `estimate_nanos`, `ttl_ms`? | `{"outcome": "reserved"}` or `{"outcome": "refused", "scope"}` |
 //! | `POST /v1/settle` | `request_id`, `actual_nanos` | `{"ending"}` |
 //! | `POST /v1/release` | `request_id` | `{"ending"}` |
-//! | `POST /v1/lease` | `holder_id`, `scopes`, `want_nanos`, `ttl_ms`? | `{"lease_id", "granted_nanos", "expires_at_ms"}` |
+//! | `POST /v1/lease` | `holder_id`, `scopes`, `want_nanos`, `ttl_ms`? | `{"lease_id", "granted_nanos", "room_nanos", "expires_at_ms"}` |
 //! | `POST /v1/lease/return` | `lease_id`, `used_nanos` | `{"ending"}` |
 //! | `POST /v1/expire` | `{}` | `{"expired": [ids]}` |
 //! | `GET /v1/account?scope=KEY` | | `{"scope", "spent_nanos", "reserved_nanos"}` |
 //! | `GET /healthz` | | `{"status": "ok"}`, or 503 when Redis does not answer |
 //!
-//! `ending` is `applied`, `after_expiry`, `repeated` or `unknown`. `ttl_ms` defaults to
+//! `ending` is `applied`, `after_expiry`, `repeated` or `unknown`. A lease always has a
+//! `lease_id`, also with 0 granted (a full scope), to report spend under; `room_nanos` is
+//! the room left in its tightest scope after the grant. `ttl_ms` defaults to
 //! [`DEFAULT_TTL_MS`]. Errors: 400 naming the field, 409 for a reused id, 503 (with
 //! `retry-after: 1`) when Redis is unreachable or slower than the time limit, 500 for a
 //! script error.
@@ -107,6 +109,7 @@ async fn lease(ledger: &RedisLedger, body: &[u8]) -> Result<Reply, Problem> {
         &json!({
             "lease_id": lease.id,
             "granted_nanos": lease.granted_nanos,
+            "room_nanos": lease.room_nanos,
             "expires_at_ms": lease.expires_at_ms,
         }),
     ))
@@ -134,6 +137,9 @@ async fn account(ledger: &RedisLedger, query: Option<&str>) -> Result<Reply, Pro
         .transpose()?
         .filter(|s| !s.is_empty())
         .ok_or_else(|| Problem::field("scope", "is required: GET /v1/account?scope=KEY"))?;
+    // Holds expire when a script runs (no reaper): sweep first, so a reader sees a dead
+    // replica's leases gone once their ttl passed, even in a quiet fleet.
+    ledger.expire(now_ms()).await?;
     let account = ledger.account(&scope).await?;
     Ok(json_reply(
         StatusCode::OK,
