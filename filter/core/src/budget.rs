@@ -73,10 +73,18 @@ pub struct Account {
     pub reserved: u64,
     /// Bit i set: `THRESHOLDS[i]` has fired this period.
     pub fired: u8,
+    /// Fleet mode: how much of the fleet's limit this process may commit (spend reported
+    /// to the fleet plus the leases it holds; `crate::fleet`). Unused otherwise.
+    pub cover: u64,
+    /// Fleet mode: the largest estimate refused for want of cover since the last sync, so
+    /// the next lease is at least that big.
+    pub wanted: u64,
 }
 
-const VERSION: u8 = 1;
-const ENCODED_LEN: usize = 18;
+const VERSION_1: u8 = 1;
+const LEN_1: usize = 18;
+const VERSION: u8 = 2;
+const ENCODED_LEN: usize = 34;
 
 impl Account {
     /// Fixed-size little-endian encoding, versioned.
@@ -86,13 +94,18 @@ impl Account {
         out.extend_from_slice(&self.spent.to_le_bytes());
         out.extend_from_slice(&self.reserved.to_le_bytes());
         out.push(self.fired);
+        out.extend_from_slice(&self.cover.to_le_bytes());
+        out.extend_from_slice(&self.wanted.to_le_bytes());
         out
     }
 
-    /// Decodes an account; absent or unreadable bytes read as an empty account.
+    /// Decodes an account (this version or the one before); absent or unreadable bytes
+    /// read as an empty account.
     pub fn decode(bytes: Option<&[u8]>) -> Account {
-        let Some(bytes) = bytes.filter(|b| b.len() == ENCODED_LEN && b.first() == Some(&VERSION))
-        else {
+        let Some(bytes) = bytes.filter(|b| {
+            (b.len() == ENCODED_LEN && b.first() == Some(&VERSION))
+                || (b.len() == LEN_1 && b.first() == Some(&VERSION_1))
+        }) else {
             return Account::default();
         };
         let u64_at = |offset: usize| {
@@ -106,7 +119,14 @@ impl Account {
             spent: u64_at(1),
             reserved: u64_at(9),
             fired: bytes.get(17).copied().unwrap_or(0),
+            cover: u64_at(18),
+            wanted: u64_at(26),
         }
+    }
+
+    /// What this process has committed: spend and estimates in flight.
+    pub fn committed(&self) -> u64 {
+        self.spent.saturating_add(self.reserved)
     }
 }
 
@@ -129,6 +149,9 @@ pub struct Reservation {
 pub enum Refusal {
     /// This scope has no room for the estimate.
     Exhausted(Scope),
+    /// Fleet mode: the scope has room for it, but this process's leases do not cover it
+    /// yet (the next sync asks for more).
+    Uncovered(Scope),
     /// The counters could not be read or written; budgets fail closed.
     Unavailable(StoreError),
 }
@@ -142,6 +165,20 @@ pub fn reserve<S: Store + ?Sized>(
     now: UnixMillis,
     estimate: u64,
 ) -> Result<Reservation, Refusal> {
+    reserve_in(store, all, limits, now, estimate, false)
+}
+
+/// [`reserve`], and in fleet mode also within each account's `cover` (what this process
+/// leased from the fleet): an estimate the limit allows but the cover does not is
+/// `Uncovered`, and is remembered in `wanted` for the next lease.
+pub fn reserve_in<S: Store + ?Sized>(
+    store: &mut S,
+    all: &[Limit],
+    limits: &[(usize, bool)],
+    now: UnixMillis,
+    estimate: u64,
+    fleet: bool,
+) -> Result<Reservation, Refusal> {
     let mut reservation = Reservation {
         held: Vec::new(),
         estimate,
@@ -149,22 +186,16 @@ pub fn reserve<S: Store + ?Sized>(
     for (idx, enforced) in limits {
         let Some(limit) = all.get(*idx) else { continue };
         let key = key(&limit.scope, limit.period.start(now));
-        let limit_nanos = limit.limit_nanos;
-        let enforced = *enforced;
-        let outcome = update(store, &key, |bytes| {
-            let mut account = Account::decode(bytes);
-            let committed = account.spent.saturating_add(account.reserved);
-            if enforced && committed.saturating_add(estimate) > limit_nanos {
-                return (None, false);
-            }
-            account.reserved = account.reserved.saturating_add(estimate);
-            (Some(account.encode()), true)
-        });
+        let outcome = hold(store, &key, limit.limit_nanos, estimate, *enforced, fleet);
         match outcome {
-            Ok(true) => reservation.held.push((*idx, key, estimate)),
-            Ok(false) => {
+            Ok(Admission::Held) => reservation.held.push((*idx, key, estimate)),
+            Ok(Admission::OverLimit) => {
                 release(store, &reservation);
                 return Err(Refusal::Exhausted(limit.scope.clone()));
+            }
+            Ok(Admission::Uncovered) => {
+                release(store, &reservation);
+                return Err(Refusal::Uncovered(limit.scope.clone()));
             }
             Err(err) => {
                 release(store, &reservation);
@@ -173,6 +204,55 @@ pub fn reserve<S: Store + ?Sized>(
         }
     }
     Ok(reservation)
+}
+
+/// One account's answer to a hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The amount is held.
+    Held,
+    /// The limit has no room for it.
+    OverLimit,
+    /// Fleet mode: the limit has room, this process's cover does not.
+    Uncovered,
+}
+
+/// Holds `amount` in the account at `key` (any unit: nano-dollars, requests, tokens),
+/// within `limit` when `enforced`, and in fleet mode within the account's cover.
+pub fn hold<S: Store + ?Sized>(
+    store: &mut S,
+    key: &str,
+    limit: u64,
+    amount: u64,
+    enforced: bool,
+    fleet: bool,
+) -> Result<Admission, StoreError> {
+    update(store, key, |bytes| {
+        let mut account = Account::decode(bytes);
+        let wanted = account.committed().saturating_add(amount);
+        if enforced && wanted > limit {
+            return (None, Admission::OverLimit);
+        }
+        if enforced && fleet && wanted > account.cover {
+            if amount <= account.wanted {
+                return (None, Admission::Uncovered);
+            }
+            account.wanted = amount;
+            return (Some(account.encode()), Admission::Uncovered);
+        }
+        account.reserved = account.reserved.saturating_add(amount);
+        (Some(account.encode()), Admission::Held)
+    })
+}
+
+/// Replaces a hold of `held` at `key` by `actual` of spend.
+pub fn spend<S: Store + ?Sized>(store: &mut S, key: &str, held: u64, actual: u64) {
+    let _ = update(store, key, |bytes| {
+        let mut account = Account::decode(bytes);
+        account.reserved = account.reserved.saturating_sub(held);
+        account.spent = account.spent.saturating_add(actual);
+        (Some(account.encode()), ())
+    });
 }
 
 /// Gives back what a failed attempt held.
@@ -389,8 +469,20 @@ mod tests {
             spent: 1,
             reserved: u64::MAX,
             fired: 0b1011,
+            cover: 7,
+            wanted: 9,
         };
         assert_eq!(Account::decode(Some(&a.encode())), a);
+        // A version-1 account (before fleet mode) still reads.
+        let mut v1 = vec![1u8];
+        v1.extend_from_slice(&5u64.to_le_bytes());
+        v1.extend_from_slice(&6u64.to_le_bytes());
+        v1.push(0b1);
+        let old = Account::decode(Some(&v1));
+        assert_eq!(
+            (old.spent, old.reserved, old.fired, old.cover),
+            (5, 6, 1, 0)
+        );
         assert_eq!(Account::decode(Some(b"junk")), Account::default());
     }
 }

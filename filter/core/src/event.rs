@@ -160,6 +160,22 @@ pub enum Event {
         /// From arrival to the end of the answer.
         duration_ms: u64,
     },
+    /// Fleet mode: this process cannot reach the fleet ledger. Budgets and RPM/TPM go on
+    /// as `on_unreachable` says; local spend is reported once it is back.
+    FleetUnreachable {
+        /// When the first call failed.
+        ts: UnixMillis,
+        /// Budgets' mode meanwhile: `closed` (only leases already held) or `open`
+        /// (plus `local_cap` of each limit).
+        budgets: String,
+    },
+    /// Fleet mode: the ledger answers again; spend made meanwhile is being reported.
+    FleetRecovered {
+        /// When.
+        ts: UnixMillis,
+        /// How long it was unreachable.
+        outage_ms: u64,
+    },
     /// Every deployment of the chain failed or was unavailable.
     AllFailed {
         /// When.

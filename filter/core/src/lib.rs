@@ -23,6 +23,7 @@ pub mod classify;
 pub mod cluster;
 pub mod config;
 pub mod event;
+pub mod fleet;
 pub mod flow;
 pub mod halt;
 pub mod health;

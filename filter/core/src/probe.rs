@@ -56,7 +56,17 @@ pub fn claim_round<S: Store + ?Sized>(
     now: UnixMillis,
     interval_ms: u64,
 ) -> Result<bool, StoreError> {
-    update(store, ROUND_KEY, |bytes| {
+    claim_round_at(store, ROUND_KEY, now, interval_ms)
+}
+
+/// [`claim_round`] on any round record (the fleet sync has its own).
+pub fn claim_round_at<S: Store + ?Sized>(
+    store: &mut S,
+    key: &str,
+    now: UnixMillis,
+    interval_ms: u64,
+) -> Result<bool, StoreError> {
+    update(store, key, |bytes| {
         let next_round_at = bytes
             .and_then(|b| <[u8; 8]>::try_from(b).ok())
             .map(u64::from_le_bytes)

@@ -165,6 +165,8 @@ pub fn for_event(event: &Event) -> Vec<Sample> {
             vec![counter("detour_all_failed_total", &[("group", group)], 1)]
         }
         Event::Halt { .. } => vec![counter("detour_halts_total", &[], 1)],
+        Event::FleetUnreachable { .. } => vec![counter("detour_fleet_outages_total", &[], 1)],
+        Event::FleetRecovered { .. } => vec![counter("detour_fleet_recoveries_total", &[], 1)],
         // Requests are counted where they end (`for_request`).
         Event::TagOverrun { .. } | Event::Resume { .. } | Event::Request { .. } => Vec::new(),
     }

@@ -131,6 +131,14 @@ pub fn line(event: &Event) -> String {
             format!(":rotating_light: ALL TRAFFIC HALTED ({scope}): {reason}")
         }
         Event::Resume { by, .. } => format!(":arrow_forward: traffic resumed by {by}"),
+        Event::FleetUnreachable { budgets, .. } => {
+            format!(":warning: fleet ledger unreachable: budgets {budgets} until it is back")
+        }
+        Event::FleetRecovered { outage_ms, .. } => {
+            format!(
+                ":white_check_mark: fleet ledger back after {outage_ms} ms; local spend reported"
+            )
+        }
         Event::Request {
             group,
             outcome,

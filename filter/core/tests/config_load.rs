@@ -750,3 +750,130 @@ router_settings:
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Fleet mode
+
+#[test]
+fn fleet_section_reads_every_setting() {
+    let config = load_ok(
+        &one_deployment()
+            .detour(
+                "fleet: {state: 'http://detour-state.detour.svc:8081', lease_fraction: 0.1, \
+                 lease_ttl: 2m, sync_interval: 500ms, call_timeout: 3s, local_cap: 0.02, \
+                 namespace: team-a, on_unreachable: {budgets: open, rates: closed}}",
+            )
+            .yaml(),
+    )
+    .config;
+    let fleet = config.fleet.expect("fleet mode");
+    assert!(fleet.state_configured);
+    assert_eq!(fleet.state.authority(), "detour-state.detour.svc:8081");
+    assert_eq!((fleet.lease_permille, fleet.local_cap_permille), (100, 20));
+    assert_eq!(
+        (
+            fleet.lease_ttl_ms,
+            fleet.sync_interval_ms,
+            fleet.call_timeout_ms
+        ),
+        (120_000, 500, 3_000)
+    );
+    assert_eq!(fleet.namespace, "team-a");
+    assert_eq!(
+        fleet.budgets_unreachable,
+        detour_core::fleet::FailMode::Open
+    );
+    assert_eq!(
+        fleet.rates_unreachable,
+        detour_core::fleet::FailMode::Closed
+    );
+    assert!(fleet.redis.is_none());
+}
+
+#[test]
+fn fleet_is_off_without_a_section_or_a_redis() {
+    assert!(load_ok(&one_deployment().yaml()).config.fleet.is_none());
+    assert!(load_ok(
+        &one_deployment()
+            .detour("fleet: {enabled: false, state: 'http://s:1'}")
+            .yaml()
+    )
+    .config
+    .fleet
+    .is_none());
+}
+
+#[test]
+fn litellm_redis_settings_turn_fleet_mode_on_without_leaking_the_password() {
+    let loaded = load_ok(
+        &one_deployment()
+            .router("redis_host: redis.local")
+            .router("redis_port: 6380")
+            .router("redis_password: os.environ/DETOUR_TEST_KEY")
+            .yaml(),
+    );
+    let fleet = loaded.config.fleet.expect("fleet mode");
+    let url = fleet.redis.as_ref().expect("redis");
+    assert_eq!(
+        url.expose(),
+        format!("redis://:{TEST_KEY}@redis.local:6380/0")
+    );
+    assert!(!fleet.state_configured);
+    assert!(!format!("{fleet:?}").contains(TEST_KEY));
+    assert!(loaded.warnings.iter().any(
+        |w| w.path == "router_settings.redis_host" && w.message.contains("detour.fleet.state")
+    ));
+}
+
+#[test]
+fn fleet_mistakes_name_their_field() {
+    assert_error(
+        &one_deployment()
+            .detour("fleet: {lease_fraction: 0.1}")
+            .yaml(),
+        "detour.fleet.state",
+        "required",
+    );
+    assert_error(
+        &one_deployment()
+            .detour("fleet: {state: 'http://s:1', lease_fraction: 1.5}")
+            .yaml(),
+        "detour.fleet.lease_fraction",
+        "at most 1",
+    );
+    assert_error(
+        &one_deployment()
+            .detour("fleet: {state: 'http://s:1', sync_interval: 10s, lease_ttl: 20s}")
+            .yaml(),
+        "detour.fleet.lease_ttl",
+        "five sync intervals",
+    );
+    assert_error(
+        &one_deployment()
+            .detour("fleet: {state: 'http://s:1', on_unreachable: {budgets: maybe}}")
+            .yaml(),
+        "detour.fleet.on_unreachable.budgets",
+        "closed or open",
+    );
+    assert_error(
+        &one_deployment()
+            .detour("fleet: {state: 'http://s:1/v1'}")
+            .yaml(),
+        "detour.fleet.state",
+        "without a path",
+    );
+    assert_error(
+        &one_deployment()
+            .detour("fleet: {state: 'http://s:1', redis: 'http://r:6379'}")
+            .yaml(),
+        "detour.fleet.redis",
+        "redis://",
+    );
+    assert_error(
+        &one_deployment()
+            .detour("fleet: {state: 'http://s:1', leases: 3}")
+            .yaml(),
+        "detour.fleet.leases",
+        "unknown fleet setting",
+    );
+}

@@ -24,6 +24,7 @@
 #![warn(clippy::cast_possible_truncation)]
 
 mod abi;
+mod fleet;
 mod host;
 mod http;
 mod metrics;

@@ -16,6 +16,7 @@ use detour_core::UnixMillis;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, MapType};
 
+use crate::fleet::{self, FleetSync};
 use crate::host::{self, SharedData};
 use crate::http::DetourHttp;
 use crate::metrics;
@@ -47,6 +48,8 @@ pub(crate) struct DetourRoot {
     next_webhook_post: UnixMillis,
     /// Webhook posts in flight.
     webhook_calls: HashSet<u32>,
+    /// Fleet mode's calls to the ledger.
+    fleet: FleetSync,
 }
 
 impl DetourRoot {
@@ -60,6 +63,7 @@ impl DetourRoot {
             next_state_publish: 0,
             next_webhook_post: 0,
             webhook_calls: HashSet::new(),
+            fleet: FleetSync::default(),
         }
     }
 
@@ -112,6 +116,14 @@ impl Context for DetourRoot {
         if let Some(idx) = self.probes.remove(&token_id) {
             self.on_probe_answer(idx, num_headers);
             return;
+        }
+        if let Some(config) = self.config.clone() {
+            if self
+                .fleet
+                .on_answer(&config, token_id, num_headers, body_size)
+            {
+                return;
+            }
         }
         if self.webhook_calls.remove(&token_id) {
             let status = host::header(MapType::HttpCallResponseHeaders, ":status");
@@ -246,6 +258,7 @@ impl RootContext for DetourRoot {
                     &loaded.config.budgets.limits,
                     host::now_ms(),
                 );
+                fleet::prepare(&loaded.config, host::now_ms());
                 webhook::enable(loaded.config.webhook.is_some());
                 self.config = Some(Rc::new(loaded.config));
                 if let Err(status) = host::set_tick_period_ms(TICK_MS) {
@@ -270,6 +283,9 @@ impl RootContext for DetourRoot {
     fn on_tick(&mut self) {
         let now = host::now_ms();
         self.health_check_round(now);
+        if let Some(config) = self.config.clone() {
+            self.fleet.tick(&config, now);
+        }
         self.publish_state(now);
         self.post_events(now);
         let due = self.registry.borrow_mut().take_due(now);

@@ -101,8 +101,9 @@ const MODEL_INFO_KEYS: [&str; 7] = [
     "max_output_tokens",
 ];
 
-const DETOUR_KEYS: [&str; 13] = [
+const DETOUR_KEYS: [&str; 14] = [
     "events",
+    "fleet",
     "health_checks",
     "budgets",
     "admin",
@@ -207,6 +208,8 @@ fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>, diags: &mut Diags) ->
     let admin = budgets::read_admin(detour.as_ref(), &mut resolve, diags);
     let health_checks = read_health_checks(&top, detour.as_ref(), diags);
     let webhook = read_webhook(detour.as_ref(), env, diags);
+    let litellm: Vec<&Section<'_>> = fallback_sources.iter().collect();
+    let fleet = super::fleet::read_fleet(detour.as_ref(), &litellm, env, diags);
     // `read_webhook` has reported an `events` that is not a mapping.
     if let Some(Value::Object(events)) = detour.as_ref().and_then(|d| d.get("events")) {
         let events = Section {
@@ -229,6 +232,7 @@ fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>, diags: &mut Diags) ->
         admin,
         health_checks,
         webhook,
+        fleet,
     })
 }
 
@@ -431,10 +435,8 @@ fn read_settings(section: &Section<'_>, settings: &mut Settings, diags: &mut Dia
                     );
                 }
             }
-            None if key.starts_with("redis_") => diags.warn(
-                &path,
-                "fleet-wide state on Redis is not implemented yet; state is per Envoy process",
-            ),
+            // Read by `fleet::read_fleet`.
+            None if super::fleet::LITELLM_REDIS_KEYS.contains(&key.as_str()) => {}
             None => diags.warn(&path, "is not implemented by detour; ignored"),
         }
     }
@@ -700,7 +702,7 @@ fn read_deployment(
 }
 
 /// Resolves `os.environ/NAME` through `env`; other strings are literals.
-fn resolve_secret_ref(
+pub(super) fn resolve_secret_ref(
     raw: &str,
     path: &str,
     env: &dyn Fn(&str) -> Option<String>,

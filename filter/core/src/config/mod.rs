@@ -7,6 +7,7 @@
 
 mod budgets;
 mod duration;
+mod fleet;
 mod load;
 mod providers;
 mod walk;
@@ -49,6 +50,8 @@ pub struct Config {
     pub health_checks: HealthChecks,
     /// Where events are posted, if anywhere.
     pub webhook: Option<Webhook>,
+    /// Fleet mode: budgets and RPM/TPM shared by every process through one ledger.
+    pub fleet: Option<crate::fleet::Fleet>,
 }
 
 /// Every configured budget.

@@ -5,6 +5,7 @@ use super::{chain, Flow, Reason, Step};
 use crate::budget::{self, Refusal, Reservation};
 use crate::config::{Config, DeploymentIdx, FallbackKind};
 use crate::event::{Event, FallbackReason};
+use crate::fleet::rates::{self as fleet_rates, RateRefusal, TokenHold};
 use crate::halt::{self, Halt};
 use crate::price;
 use crate::rate;
@@ -13,6 +14,10 @@ use crate::store::Store;
 use crate::usage::Usage;
 use crate::UnixMillis;
 
+/// How long a request that found no leased room waits before it looks again: a few of
+/// the root context's ticks, which lease `wanted` as soon as they see it.
+const LEASE_WAIT_MS: u64 = 150;
+
 /// What an attempt holds until its answer is settled.
 #[derive(Debug)]
 pub(super) struct Pending {
@@ -20,6 +25,8 @@ pub(super) struct Pending {
     reservation: Reservation,
     /// Tokens taken from the deployment's TPM window at their estimate.
     tokens: u64,
+    /// Fleet mode: the same tokens held in the fleet's TPM account.
+    fleet_tokens: TokenHold,
     /// The answer went to the client: settle it (with its usage, or at the estimate).
     delivered: bool,
 }
@@ -138,10 +145,27 @@ impl Flow {
         let reservation = if applicable.is_empty() {
             Reservation::default()
         } else {
-            match budget::reserve(store, &config.budgets.limits, &applicable, now, estimate) {
+            let fleet = config.fleet.as_ref();
+            match budget::reserve_in(
+                store,
+                &config.budgets.limits,
+                &applicable,
+                now,
+                estimate,
+                fleet.is_some(),
+            ) {
                 Ok(reservation) => reservation,
+                // The fleet has room, this process's leases do not cover it yet: wait for
+                // the next lease (the tick asks for `wanted` at once), up to one call's
+                // time limit, instead of refusing what the fleet would allow.
+                Err(Refusal::Uncovered(_)) if self.wait_for_lease(config, now) => {
+                    if rate_limited {
+                        rate::untake(store, &deployment.id, now, tokens);
+                    }
+                    return Err((Reason::BudgetExhausted, FallbackReason::Budget, None));
+                }
                 // Budgets fail closed: money is not spent on a guess.
-                Err(Refusal::Exhausted(_) | Refusal::Unavailable(_)) => {
+                Err(Refusal::Exhausted(_) | Refusal::Uncovered(_) | Refusal::Unavailable(_)) => {
                     if rate_limited {
                         rate::untake(store, &deployment.id, now, tokens);
                     }
@@ -149,13 +173,51 @@ impl Flow {
                 }
             }
         };
+        let mut fleet_tokens = TokenHold::default();
+        if rate_limited && config.fleet.is_some() {
+            // The fleet's RPM/TPM last, so a refusal gives back only local counts.
+            match fleet_rates::take(store, deployment, now, tokens) {
+                Ok(hold) => fleet_tokens = hold,
+                Err(refusal) => {
+                    budget::release(store, &reservation);
+                    rate::untake(store, &deployment.id, now, tokens);
+                    if refusal == RateRefusal::Uncovered && self.wait_for_lease(config, now) {
+                        return Err((Reason::LocalRateLimit, FallbackReason::RateLimitLocal, None));
+                    }
+                    let next_minute = now.saturating_add(60_000).saturating_sub(now % 60_000);
+                    return Err((
+                        Reason::LocalRateLimit,
+                        FallbackReason::RateLimitLocal,
+                        Some(next_minute),
+                    ));
+                }
+            }
+        }
         self.pending = Some(Pending {
             deployment: idx,
             reservation,
             tokens,
+            fleet_tokens,
             delivered: false,
         });
         Ok(())
+    }
+
+    /// Fleet mode: whether an attempt without leased room waits for the next lease (the
+    /// tick asks for it at once) rather than being refused: up to one call's time limit
+    /// per request, so a request never waits on an unreachable ledger for long.
+    fn wait_for_lease(&mut self, config: &Config, now: UnixMillis) -> bool {
+        let Some(fleet) = &config.fleet else {
+            return false;
+        };
+        let ends = *self
+            .lease_wait_ends
+            .get_or_insert(now.saturating_add(fleet.call_timeout_ms));
+        if now >= ends {
+            return false;
+        }
+        self.lease_wait = Some(now.saturating_add(LEASE_WAIT_MS));
+        true
     }
 
     /// The attempt's answer goes to the client; its cost is settled when it completes.
@@ -170,6 +232,7 @@ impl Flow {
     pub(super) fn release_pending<S: Store + ?Sized>(&mut self, store: &mut S) {
         if let Some(pending) = self.pending.take() {
             budget::release(store, &pending.reservation);
+            fleet_rates::release(store, &pending.fleet_tokens);
         }
     }
 
@@ -188,6 +251,7 @@ impl Flow {
         };
         if !pending.delivered {
             budget::release(store, &pending.reservation);
+            fleet_rates::release(store, &pending.fleet_tokens);
             return;
         }
         let Some(deployment) = config.deployment(pending.deployment) else {
@@ -199,6 +263,11 @@ impl Flow {
             _ => pending.reservation.estimate,
         };
         self.settled_cost = Some(cost);
+        fleet_rates::settle(
+            store,
+            &pending.fleet_tokens,
+            usage.map(|u| u.prompt_tokens.saturating_add(u.completion_tokens)),
+        );
         if deployment.rpm.is_some() || deployment.tpm.is_some() {
             if let Some(usage) = usage {
                 let actual = usage.prompt_tokens.saturating_add(usage.completion_tokens);

@@ -243,6 +243,11 @@ pub struct Flow {
     events: Vec<Event>,
     n_sent: u32,
     soonest_available: Option<UnixMillis>,
+    /// Fleet mode: the attempt found no leased room; wait until this time for the next
+    /// lease instead of skipping the deployment (`accounting::admit`).
+    lease_wait: Option<UnixMillis>,
+    /// Fleet mode: waiting for leases ends here; then an uncovered estimate is refused.
+    lease_wait_ends: Option<UnixMillis>,
     /// The special chain (context window or content policy) the queue holds, once taken.
     following: Option<FallbackKind>,
     finished: bool,
@@ -289,6 +294,8 @@ impl Flow {
             events: Vec::new(),
             n_sent: 0,
             soonest_available: None,
+            lease_wait: None,
+            lease_wait_ends: None,
             following: None,
             finished: false,
             started: false,
@@ -430,6 +437,12 @@ impl Flow {
                     {
                         return Step::Send(send);
                     }
+                    if let Some(at) = self.lease_wait.take() {
+                        if let Some(current) = &mut self.current {
+                            current.retry_at = Some(at);
+                        }
+                        return Step::Wait(at);
+                    }
                     self.current = None;
                 }
                 // An attempt is in flight: the glue should have fed its answer first.
@@ -443,6 +456,12 @@ impl Flow {
             self.visited.push(idx);
             if let Some(send) = self.try_deployment(config, store, now, idx, 0) {
                 return Step::Send(send);
+            }
+            if let Some(at) = self.lease_wait.take() {
+                // The same deployment again once the fleet lease has been topped up.
+                self.visited.pop();
+                self.queue.push_front(idx);
+                return Step::Wait(at);
             }
         }
         self.finish(now)
@@ -526,6 +545,9 @@ impl Flow {
         if let Err((reason, fallback_reason, until)) = self.admit(config, store, now, idx) {
             if probe {
                 let _ = health::release_probe(store, &deployment.id);
+            }
+            if self.lease_wait.is_some() {
+                return None;
             }
             if let Some(until) = until {
                 self.soonest_available =

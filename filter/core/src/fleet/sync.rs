@@ -1,0 +1,601 @@
+//! The root tick's side of fleet mode: which calls to make to the fleet ledger, and what
+//! their answers change. Sans-IO: the glue reads the records, asks [`plan`] for a call,
+//! carries it out with `dispatch_http_call`, and feeds the answer to [`on_answer`].
+//!
+//! One **slot** is one budget limit in one period. Its local account
+//! (`budget::key`, the one requests reserve in) carries `cover`: what this process may
+//! commit. Its [`Slot`] record (`detour/v1/fleet/…`) carries the leases behind it:
+//!
+//! ```text
+//! cover = flushed + Σ unexpired lease grants + allowance
+//! ```
+//!
+//! - `flushed` is the local spend already reported to the fleet, as the `used` of lease
+//!   returns.
+//! - A lease is **returned** (with every unreported spend as its `used`) only when the
+//!   other leases' grants cover the estimates in flight, so `cover ≥ spent + reserved`
+//!   stays true after it.
+//! - A busy slot takes a new lease every sync interval and then returns the old one:
+//!   spend reaches the fleet within about one interval.
+//! - `allowance` is `local_cap × limit`, only while the ledger is unreachable and the
+//!   scope fails open.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{FailMode, Fleet};
+use crate::budget::{self, Account};
+use crate::config::Config;
+use crate::store::{update, Store, StoreError};
+use crate::UnixMillis;
+
+/// Leases a slot holds at most; a slot at the cap only returns until one is gone.
+const MAX_LEASES: usize = 3;
+
+/// A slot idle (nothing spent or in flight) for this many sync intervals gives its
+/// leases back, so a quiet process does not sit on room a busy one needs.
+const IDLE_INTERVALS: u64 = 10;
+
+/// One budget limit in one period, as the tick sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotSpec {
+    /// Index of the limit in `config.budgets.limits`.
+    pub limit_idx: usize,
+    /// The local account (`budget::key`).
+    pub account_key: String,
+    /// The slot's lease record.
+    pub slot_key: String,
+    /// The scope's key in the fleet ledger.
+    pub ledger_key: String,
+    /// The limit, nano-dollars.
+    pub limit_nanos: u64,
+    /// Whether this is the period containing now (else a past period being drained).
+    pub current: bool,
+    /// A budget (nano-dollars) or a rate (requests or tokens per minute).
+    pub kind: SlotKind,
+}
+
+/// What a slot counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotKind {
+    /// A budget: nano-dollars per period.
+    Budget,
+    /// RPM or TPM: requests or tokens per minute.
+    Rate,
+}
+
+/// The slots to look after at `now`: every budget's current period and every RPM/TPM's
+/// current minute, and the period before each (whose leases still have to be returned
+/// with their spend).
+pub fn slots(config: &Config, now: UnixMillis) -> Vec<SlotSpec> {
+    let mut out = budget_slots(config, now);
+    out.extend(super::rates::slots(config, now));
+    out
+}
+
+fn budget_slots(config: &Config, now: UnixMillis) -> Vec<SlotSpec> {
+    let mut out = Vec::new();
+    for (limit_idx, limit) in config.budgets.limits.iter().enumerate() {
+        let start = limit.period.start(now);
+        let previous = limit.period.start(start.saturating_sub(1));
+        for (period_start, current) in [(start, true), (previous, false)] {
+            if !current && previous == start {
+                continue;
+            }
+            let account_key = budget::key(&limit.scope, period_start);
+            out.push(SlotSpec {
+                limit_idx,
+                slot_key: slot_key(&account_key),
+                ledger_key: format!("budget/{}/{period_start}", limit.scope),
+                account_key,
+                limit_nanos: limit.limit_nanos,
+                current,
+                kind: SlotKind::Budget,
+            });
+        }
+    }
+    out
+}
+
+/// The lease record of the slot whose account is `account_key`.
+pub fn slot_key(account_key: &str) -> String {
+    let rest = account_key
+        .strip_prefix("detour/v1/")
+        .unwrap_or(account_key);
+    format!("detour/v1/fleet/{rest}")
+}
+
+/// A lease this process holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    /// The ledger's id for it.
+    pub id: String,
+    /// What it holds; 0 once it expired (the ledger has taken it back).
+    pub granted: u64,
+    /// When it was granted.
+    pub taken_at: UnixMillis,
+    /// When the ledger takes it back unless it is returned.
+    pub expires_at: UnixMillis,
+}
+
+/// A return sent and not yet acknowledged: retried with the same amount until it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Returning {
+    /// The lease.
+    pub id: String,
+    /// The spend reported with it.
+    pub used: u64,
+}
+
+/// A slot's lease bookkeeping.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    /// Leases held, oldest first.
+    pub leases: Vec<Held>,
+    /// Local spend reported to the fleet.
+    pub flushed: u64,
+    /// A return in flight.
+    pub returning: Option<Returning>,
+    /// A call for this slot is in flight until then (one call per slot at a time).
+    pub busy_until: UnixMillis,
+    /// Fail-open room beyond the leases while the ledger is unreachable.
+    pub allowance: u64,
+    /// The fleet's room in this scope after the last grant, as the ledger said.
+    pub room: Option<u64>,
+    /// `spent + reserved` at the last look, and since when it has not moved.
+    pub last_commit: u64,
+    /// Since when `last_commit` has not moved.
+    pub still_since: UnixMillis,
+}
+
+impl Slot {
+    /// Decodes a record; absent or unreadable reads as empty.
+    pub fn decode(bytes: Option<&[u8]>) -> Slot {
+        bytes
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or_default()
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// What this process may commit in the scope.
+    pub fn cover(&self) -> u64 {
+        self.leases
+            .iter()
+            .fold(self.flushed, |sum, l| sum.saturating_add(l.granted))
+            .saturating_add(self.allowance)
+    }
+
+    fn granted(&self) -> u64 {
+        self.leases
+            .iter()
+            .fold(0u64, |sum, l| sum.saturating_add(l.granted))
+    }
+}
+
+/// A call to the fleet ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// Ask for `want` more.
+    Lease {
+        /// Nano-dollars.
+        want: u64,
+    },
+    /// Give a lease back, reporting `used` as spend.
+    Return(Returning),
+}
+
+impl Call {
+    /// The HTTP request: path and JSON body, for the state service's API.
+    pub fn request(&self, spec: &SlotSpec, fleet: &Fleet, holder: &str) -> (String, Vec<u8>) {
+        let (path, body) = match self {
+            Call::Lease { want } => (
+                "/v1/lease",
+                json!({
+                    "holder_id": holder,
+                    "scopes": [{"key": spec.ledger_key, "limit_nanos": spec.limit_nanos}],
+                    "want_nanos": want,
+                    "ttl_ms": fleet.lease_ttl_ms,
+                }),
+            ),
+            Call::Return(r) => (
+                "/v1/lease/return",
+                json!({"lease_id": r.id, "used_nanos": r.used}),
+            ),
+        };
+        (
+            path.to_string(),
+            serde_json::to_vec(&body).unwrap_or_default(),
+        )
+    }
+}
+
+/// Why the tick looks at a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// The sync interval's full round: flush, renew, consolidate, idle.
+    Round,
+    /// A tick between rounds: only a request waiting for cover is served.
+    Urgent,
+}
+
+/// The next call for a slot, if it needs one. `account` is its local account.
+pub fn plan(
+    fleet: &Fleet,
+    spec: &SlotSpec,
+    slot: &Slot,
+    account: &Account,
+    now: UnixMillis,
+    pass: Pass,
+) -> Option<Call> {
+    if slot.busy_until > now {
+        return None;
+    }
+    let waiting = account.wanted > 0;
+    if pass == Pass::Urgent && !waiting {
+        return None;
+    }
+    if let Some(returning) = &slot.returning {
+        return Some(Call::Return(returning.clone()));
+    }
+    let unflushed = account.spent.saturating_sub(slot.flushed);
+    let granted = slot.granted();
+    // Returning the oldest keeps the invariant when the others cover what is in flight.
+    let returnable = slot
+        .leases
+        .first()
+        .filter(|oldest| account.reserved <= granted.saturating_sub(oldest.granted));
+    let return_oldest = || {
+        returnable.map(|oldest| {
+            Call::Return(Returning {
+                id: oldest.id.clone(),
+                used: unflushed,
+            })
+        })
+    };
+    if !spec.current {
+        // A past period: report its spend and give its room back; no new room.
+        if slot.leases.is_empty() && unflushed > 0 {
+            return Some(Call::Lease { want: 0 });
+        }
+        return return_oldest();
+    }
+    if slot.leases.len() > 1 {
+        if let Some(call) = return_oldest() {
+            return Some(call);
+        }
+    }
+    // Idle: nothing in flight, nothing spent for a while, nobody waiting. Its leases go
+    // back to the fleet, one per round, and it asks for none until a request waits.
+    let idle_for = now.saturating_sub(slot.still_since);
+    let idle = !waiting
+        && account.reserved == 0
+        && account.committed() == slot.last_commit
+        && idle_for >= fleet.sync_interval_ms.saturating_mul(IDLE_INTERVALS);
+    if idle {
+        return if pass == Pass::Round {
+            return_oldest()
+        } else {
+            None
+        };
+    }
+    let room = slot.cover().saturating_sub(account.committed());
+    let remaining = slot
+        .room
+        .unwrap_or(spec.limit_nanos)
+        .saturating_add(granted);
+    let slice = share(remaining, fleet.lease_permille).max(1);
+    let want = slice.max(account.wanted);
+    let newest = slot.leases.last();
+    let need = slot.leases.is_empty()
+        || (waiting && account.wanted > room)
+        || room < slice / 2
+        || (unflushed > 0
+            && newest.is_some_and(|l| now >= l.taken_at.saturating_add(fleet.sync_interval_ms)))
+        || newest.is_some_and(|l| now.saturating_add(fleet.lease_ttl_ms / 2) >= l.expires_at);
+    if need && slot.leases.len() < MAX_LEASES {
+        // A slot the fleet has no room for asks again only when a request waits or spend
+        // has to be reported.
+        let starved = slot.room == Some(0) && !waiting && unflushed == 0;
+        if !starved || slot.leases.is_empty() {
+            return Some(Call::Lease { want });
+        }
+    }
+    None
+}
+
+/// `permille` ‰ of `amount`, rounded down.
+fn share(amount: u64, permille: u32) -> u64 {
+    let scaled = u128::from(amount).saturating_mul(u128::from(permille)) / 1000;
+    u64::try_from(scaled).unwrap_or(u64::MAX)
+}
+
+/// Marks the slot busy with `call` and records what it changes at once: a return leaves
+/// the slot (its spend counts as reported) before the answer, so no request relies on
+/// the room it gives back. Returns false when another worker took the slot first.
+pub fn begin<S: Store + ?Sized>(
+    store: &mut S,
+    fleet: &Fleet,
+    spec: &SlotSpec,
+    call: &Call,
+    now: UnixMillis,
+) -> Result<bool, StoreError> {
+    let busy_until = now
+        .saturating_add(fleet.call_timeout_ms)
+        .saturating_add(1_000);
+    let took = update(store, &spec.slot_key, |bytes| {
+        let mut slot = Slot::decode(bytes);
+        if slot.busy_until > now {
+            return (None, false);
+        }
+        slot.busy_until = busy_until;
+        if let Call::Return(r) = call {
+            if slot.returning.is_none() {
+                slot.leases.retain(|l| l.id != r.id);
+                slot.flushed = slot.flushed.saturating_add(r.used);
+                slot.returning = Some(r.clone());
+            }
+        }
+        (Some(slot.encode()), true)
+    })?;
+    if took {
+        sync_cover(store, spec)?;
+    }
+    Ok(took)
+}
+
+/// What the state service answered, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A lease: its id, grant and the fleet's room after it.
+    Leased {
+        /// The lease id.
+        id: String,
+        /// Nano-dollars granted (0 when the scope is full).
+        granted: u64,
+        /// Room left in the scope after the grant.
+        room: Option<u64>,
+    },
+    /// The return was recorded (or was already).
+    Returned,
+    /// No usable answer: the ledger is unreachable (or broken).
+    Failed,
+}
+
+/// Parses an answer to `call`: status and body.
+pub fn parse_answer(call: &Call, status: Option<u16>, body: &[u8]) -> Answer {
+    if !status.is_some_and(|s| (200..300).contains(&s)) {
+        return Answer::Failed;
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Answer::Failed;
+    };
+    match call {
+        Call::Lease { .. } => {
+            let id = value.get("lease_id").and_then(|v| v.as_str());
+            let granted = value.get("granted_nanos").and_then(|v| v.as_u64());
+            match (id, granted) {
+                (Some(id), Some(granted)) if !id.is_empty() || granted == 0 => Answer::Leased {
+                    id: id.to_string(),
+                    granted,
+                    room: value.get("room_nanos").and_then(|v| v.as_u64()),
+                },
+                _ => Answer::Failed,
+            }
+        }
+        Call::Return(_) => match value.get("ending").and_then(|v| v.as_str()) {
+            Some(_) => Answer::Returned,
+            None => Answer::Failed,
+        },
+    }
+}
+
+/// What an answer changed that the glue reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reachability {
+    /// The ledger answered (after earlier failures: it recovered).
+    Answered,
+    /// The ledger did not answer.
+    Unreachable,
+}
+
+/// Applies the answer to `call` to the slot and its account's cover.
+pub fn on_answer<S: Store + ?Sized>(
+    store: &mut S,
+    fleet: &Fleet,
+    spec: &SlotSpec,
+    call: &Call,
+    answer: &Answer,
+    now: UnixMillis,
+) -> Result<Reachability, StoreError> {
+    let mode = match spec.kind {
+        SlotKind::Budget => fleet.budgets_unreachable,
+        SlotKind::Rate => fleet.rates_unreachable,
+    };
+    let open = mode == FailMode::Open;
+    let allowance = share(spec.limit_nanos, fleet.local_cap_permille);
+    let reach = update(store, &spec.slot_key, |bytes| {
+        let mut slot = Slot::decode(bytes);
+        slot.busy_until = 0;
+        let reach = match (call, answer) {
+            (Call::Lease { .. }, Answer::Leased { id, granted, room }) => {
+                if !id.is_empty() && !slot.leases.iter().any(|l| l.id == *id) {
+                    slot.leases.push(Held {
+                        id: id.clone(),
+                        granted: *granted,
+                        taken_at: now,
+                        expires_at: now.saturating_add(fleet.lease_ttl_ms),
+                    });
+                }
+                slot.room = *room;
+                // A lease is taken for traffic: the idle clock starts again.
+                slot.still_since = now;
+                Reachability::Answered
+            }
+            (Call::Return(r), Answer::Returned) => {
+                if slot.returning.as_ref().is_some_and(|x| x.id == r.id) {
+                    slot.returning = None;
+                }
+                Reachability::Answered
+            }
+            _ => Reachability::Unreachable,
+        };
+        slot.allowance = match reach {
+            Reachability::Answered => 0,
+            Reachability::Unreachable if open => allowance,
+            Reachability::Unreachable => 0,
+        };
+        (Some(slot.encode()), reach)
+    })?;
+    sync_cover(store, spec)?;
+    if matches!(call, Call::Lease { .. }) && reach == Reachability::Answered {
+        // The request that asked has its lease: a later one asks anew.
+        update(store, &spec.account_key, |bytes| {
+            let mut account = Account::decode(bytes);
+            if account.wanted == 0 {
+                return (None, ());
+            }
+            account.wanted = 0;
+            (Some(account.encode()), ())
+        })?;
+    }
+    Ok(reach)
+}
+
+/// The start of a round for one slot: leases past their expiry stop counting (the ledger
+/// has taken them back; they stay to be returned, which still records their spend), and
+/// the idle clock moves.
+pub fn refresh<S: Store + ?Sized>(
+    store: &mut S,
+    spec: &SlotSpec,
+    now: UnixMillis,
+) -> Result<(Slot, Account), StoreError> {
+    let account = read_account(store, spec);
+    let commit = account.committed();
+    let slot = update(store, &spec.slot_key, |bytes| {
+        let mut slot = Slot::decode(bytes);
+        let mut changed = false;
+        for lease in &mut slot.leases {
+            if lease.granted > 0 && now >= lease.expires_at {
+                lease.granted = 0;
+                changed = true;
+            }
+        }
+        if slot.last_commit != commit || slot.still_since == 0 {
+            slot.last_commit = commit;
+            slot.still_since = now;
+            changed = true;
+        }
+        let encoded = changed.then(|| slot.encode());
+        (encoded, slot)
+    })?;
+    sync_cover(store, spec)?;
+    Ok((slot, account))
+}
+
+/// The slot's lease record (empty when absent or unreadable).
+pub fn read_slot<S: Store + ?Sized>(store: &S, spec: &SlotSpec) -> Slot {
+    let record = store.get(&spec.slot_key).ok().flatten();
+    Slot::decode(record.as_ref().map(|(b, _)| b.as_slice()))
+}
+
+/// The slot's local account (empty when absent or unreadable).
+pub fn read_account<S: Store + ?Sized>(store: &S, spec: &SlotSpec) -> Account {
+    let record = store.get(&spec.account_key).ok().flatten();
+    Account::decode(record.as_ref().map(|(b, _)| b.as_slice()))
+}
+
+/// Writes the slot's cover into its account, where requests check it.
+fn sync_cover<S: Store + ?Sized>(store: &mut S, spec: &SlotSpec) -> Result<(), StoreError> {
+    let cover = read_slot(store, spec).cover();
+    update(store, &spec.account_key, |bytes| {
+        let mut account = Account::decode(bytes);
+        if account.cover == cover {
+            return (None, ());
+        }
+        account.cover = cover;
+        (Some(account.encode()), ())
+    })
+}
+
+/// Forgets a slot's call in flight (the call could not be sent).
+pub fn abort<S: Store + ?Sized>(store: &mut S, spec: &SlotSpec) -> Result<(), StoreError> {
+    update(store, &spec.slot_key, |bytes| {
+        let mut slot = Slot::decode(bytes);
+        slot.busy_until = 0;
+        (Some(slot.encode()), ())
+    })
+}
+
+/// The process's fleet status: when the ledger stopped answering (absent or 0: it
+/// answers).
+pub const STATUS_KEY: &str = "detour/v1/fleet/status";
+
+/// The process's holder id (leases are named after it).
+pub const HOLDER_KEY: &str = "detour/v1/fleet/holder";
+
+/// Records whether the ledger answered; returns the event when that changed.
+pub fn note_reach<S: Store + ?Sized>(
+    store: &mut S,
+    fleet: &Fleet,
+    reach: Reachability,
+    now: UnixMillis,
+) -> Option<crate::event::Event> {
+    let since = update(store, STATUS_KEY, |bytes| {
+        let since = bytes
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes)
+            .unwrap_or(0);
+        match reach {
+            Reachability::Answered if since != 0 => (Some(0u64.to_le_bytes().to_vec()), since),
+            Reachability::Unreachable if since == 0 => (Some(now.max(1).to_le_bytes().to_vec()), 0),
+            _ => (None, u64::MAX),
+        }
+    })
+    .ok()?;
+    match (reach, since) {
+        (_, u64::MAX) => None,
+        (Reachability::Unreachable, _) => Some(crate::event::Event::FleetUnreachable {
+            ts: now,
+            budgets: fleet.budgets_unreachable.as_str().to_string(),
+        }),
+        (Reachability::Answered, since) => Some(crate::event::Event::FleetRecovered {
+            ts: now,
+            outage_ms: now.saturating_sub(since),
+        }),
+    }
+}
+
+/// Whether the ledger is unreachable, as the last call found.
+pub fn unreachable<S: Store + ?Sized>(store: &S) -> bool {
+    store
+        .get(STATUS_KEY)
+        .ok()
+        .flatten()
+        .and_then(|(b, _)| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .is_some_and(|b| u64::from_le_bytes(b) != 0)
+}
+
+/// Creates the lease records of the current and the next period of every limit where
+/// they do not exist yet (as `budget::ensure_accounts` does, and for the same reason: a
+/// first write cannot be conditional, so it must not race with the tick).
+pub fn ensure_slots<S: Store + ?Sized>(store: &mut S, config: &Config, now: UnixMillis) {
+    let mut accounts = Vec::new();
+    for limit in &config.budgets.limits {
+        for start in [limit.period.start(now), limit.period.end(now)] {
+            accounts.push(budget::key(&limit.scope, start));
+        }
+    }
+    accounts.extend(super::rates::upcoming_accounts(config, now));
+    for account in accounts {
+        let key = slot_key(&account);
+        if let Ok(None) = store.get(&key) {
+            let _ = store.set(&key, &Slot::default().encode(), None);
+        }
+        if let Ok(None) = store.get(&account) {
+            let _ = store.set(&account, &Account::default().encode(), None);
+        }
+    }
+}
