@@ -21,6 +21,7 @@ use detour_host::{
 };
 use tokio::sync::{mpsc, Notify};
 
+use super::fleet::FleetRoute;
 use super::log::Logger;
 use super::router::{self, Clusters, UpstreamClient};
 use super::worker::{VmHandle, WorkerMsg};
@@ -112,6 +113,8 @@ pub struct WorkerHost {
     pub(crate) tick: Rc<TickCell>,
     pub(crate) client: UpstreamClient,
     pub(crate) clusters: Arc<Clusters>,
+    /// Fleet mode with a Redis: calls to the state cluster are answered in-process.
+    pub(crate) fleet: Option<Arc<FleetRoute>>,
     /// The VM this embedding belongs to, once it exists (HTTP-call answers go there).
     pub(crate) handle: Rc<OnceCell<Weak<VmHandle>>>,
     pub(crate) log: Logger,
@@ -208,6 +211,22 @@ impl HttpCalls for WorkerHost {
         token: u32,
         request: HttpCallRequest,
     ) -> Result<(), Status> {
+        // The state service of a fleet with a Redis: no HTTP hop (see `fleet`).
+        if let Some(fleet) = self
+            .fleet
+            .as_ref()
+            .filter(|f| f.cluster() == request.upstream)
+        {
+            let fleet = fleet.clone();
+            let handle = self.handle.clone();
+            tokio::task::spawn_local(async move {
+                let response = fleet.call(request).await;
+                if let Some(vm) = handle.get().and_then(Weak::upgrade) {
+                    vm.deliver_call(token, response);
+                }
+            });
+            return Ok(());
+        }
         let Some(upstream) = self.clusters.get(&request.upstream).cloned() else {
             return Err(Status::BadArgument);
         };

@@ -7,6 +7,7 @@
 //! - [`worker`]: one thread each, owning its VMs (FAIL_RELOAD, SIGHUP reloads, ticks);
 //! - [`stream`]: one request through the filter and the router, Envoy's semantics;
 //! - [`router`]: clusters, upstream client, Envoy's synthetic answers, HTTP calls;
+//! - [`fleet`]: the state service's calls answered in-process on Redis (fleet mode);
 //! - [`host`]: the `detour-host` context traits, implemented for one worker's VM.
 //!
 //! **Architecture invariant:** hyper and tokio stop here; `detour-host` never sees them.
@@ -15,6 +16,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod fleet;
 pub mod host;
 pub mod log;
 pub mod router;
@@ -36,6 +38,7 @@ use tokio::sync::mpsc;
 
 use crate::cmd::envoy::bootstrap::PLUGIN_NAME;
 use crate::config_file::{env_names, env_refs, NO_ENV_PLACEHOLDER};
+use fleet::FleetRoute;
 use log::Logger;
 use router::Clusters;
 use worker::{Common, HttpSettings, Plugin, Stats, Worker, WorkerMsg};
@@ -110,13 +113,35 @@ pub fn load_plugin(engine: &Engine, opts: &ServeOptions) -> Result<Arc<Plugin>, 
         .collect();
     // Clusters come from the same file, named as `detour envoy` names them. A key that
     // is not set cannot name a cluster; the filter itself reports it and refuses.
-    let clusters = match detour_core::config::load(&text, &|name| {
+    let loaded = detour_core::config::load(&text, &|name| {
         std::env::var(name)
             .ok()
             .or_else(|| Some(NO_ENV_PLACEHOLDER.to_string()))
-    }) {
-        Ok(loaded) => Clusters::from_config(&loaded.config),
-        Err(_) => Clusters::default(),
+    })
+    .ok();
+    let clusters = loaded
+        .as_ref()
+        .map(|loaded| Clusters::from_config(&loaded.config))
+        .unwrap_or_default();
+    // Fleet mode with a Redis: the state service's calls are answered in-process, on
+    // the runtime loading the config (the main thread's; see `fleet`). A Redis named by
+    // an unset variable is left to the filter, which reports it and refuses.
+    let fleet = loaded
+        .as_ref()
+        .and_then(|l| l.config.fleet.as_ref())
+        .filter(|f| {
+            !f.redis
+                .as_ref()
+                .is_some_and(|url| url.expose().contains(NO_ENV_PLACEHOLDER))
+        });
+    let fleet = match fleet {
+        Some(fleet) => FleetRoute::from_fleet(fleet)
+            .map_err(ServeError::Start)?
+            .map(|route| match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => Arc::new(route.on_runtime(runtime)),
+                Err(_) => Arc::new(route),
+            }),
+        None => None,
     };
     Ok(Arc::new(Plugin {
         module,
@@ -130,6 +155,7 @@ pub fn load_plugin(engine: &Engine, opts: &ServeOptions) -> Result<Arc<Plugin>, 
             limits: opts.limits,
         }),
         clusters: Arc::new(clusters),
+        fleet,
     }))
 }
 
@@ -386,6 +412,7 @@ async fn serve_with_engine(
         workers.len(),
         plugin.clusters.names().join(", ")
     ));
+    log_fleet(log, &plugin);
     if let Some(path) = &opts.ready_file {
         write_ready_file(path, listen_addr, admin_addr, workers.len())?;
     }
@@ -414,6 +441,18 @@ async fn serve_with_engine(
     stop_workers(workers).await;
     log.info("detour serve: stopped");
     Ok(())
+}
+
+/// Says where the fleet state service's calls go (never the Redis URL: it may hold a
+/// password).
+fn log_fleet(log: &Logger, plugin: &Plugin) {
+    if let Some(fleet) = &plugin.fleet {
+        log.info(&format!(
+            "fleet mode: calls to the state cluster {} are answered in-process on Redis (namespace {})",
+            fleet.cluster(),
+            fleet.namespace()
+        ));
+    }
 }
 
 /// Envoy's `per_connection_buffer_limit_bytes` as `detour envoy` renders it.
@@ -478,6 +517,7 @@ async fn reload(
     if failed.is_empty() {
         stats.config_reloads.fetch_add(1, Ordering::Relaxed);
         log.info("reload done: new requests run the new config; shared data kept");
+        log_fleet(log, &plugin);
     } else {
         log.error(&format!(
             "reload failed on {} worker(s), they keep the running config: {}",

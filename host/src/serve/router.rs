@@ -76,13 +76,26 @@ pub struct Clusters {
 }
 
 impl Clusters {
-    /// One cluster per distinct upstream of the config (`detour_core::cluster` names).
+    /// One cluster per distinct upstream of the config (`detour_core::cluster` names),
+    /// plus those the filter reaches with `dispatch_http_call`, as `detour envoy` renders
+    /// them: the events webhook, and the fleet state service when `detour serve` does not
+    /// answer it in-process (a fleet without `redis`; see [`super::fleet`]).
     pub fn from_config(config: &Config) -> Self {
         let mut by_name = BTreeMap::new();
         for deployment in &config.deployments {
             by_name
                 .entry(deployment.upstream.cluster.clone())
                 .or_insert_with(|| deployment.upstream.clone());
+        }
+        if let Some(webhook) = &config.webhook {
+            by_name
+                .entry(webhook.upstream.cluster.clone())
+                .or_insert_with(|| webhook.upstream.clone());
+        }
+        if let Some(fleet) = config.fleet.as_ref().filter(|f| f.redis.is_none()) {
+            by_name
+                .entry(fleet.state.cluster.clone())
+                .or_insert_with(|| fleet.state.clone());
         }
         Clusters { by_name }
     }
@@ -362,7 +375,8 @@ pub async fn http_call(
     }
 }
 
-fn synthetic(reply: &RouterReply) -> HttpCallResponse {
+/// An HTTP call's answer made of a synthetic router reply.
+pub(crate) fn synthetic(reply: &RouterReply) -> HttpCallResponse {
     HttpCallResponse {
         headers: reply.headers(),
         body: reply.body.as_bytes().to_vec(),

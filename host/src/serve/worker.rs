@@ -27,6 +27,7 @@ use detour_host::{
 };
 use tokio::sync::mpsc;
 
+use super::fleet::FleetRoute;
 use super::host::{StreamEvent, Streams, TickCell, WorkerHost};
 use super::log::Logger;
 use super::router::{Clusters, UpstreamClient};
@@ -42,6 +43,8 @@ pub struct Plugin {
     pub config: Arc<PluginConfig>,
     /// The upstream clusters derived from the same config file.
     pub clusters: Arc<Clusters>,
+    /// Fleet mode with a Redis: the state service answered in-process.
+    pub fleet: Option<Arc<FleetRoute>>,
 }
 
 /// Counters the admin endpoint shows (process-wide).
@@ -259,6 +262,7 @@ impl Worker {
             tick: tick.clone(),
             client: self.client.clone(),
             clusters: plugin.clusters.clone(),
+            fleet: plugin.fleet.clone(),
             handle: slot.clone(),
             log: self.log.clone(),
             plugin_name: plugin.config.name.clone(),
