@@ -16,6 +16,15 @@
 #   --wasm-configmap FILE     also write the ConfigMap that carries the module to the
 #                             ingress deployment (gzip + sha256), from --wasm
 #   --wasm FILE               the module for --wasm-configmap (default: target/detour.wasm)
+#   --fleet-state URL|none    fleet mode: budgets and RPM/TPM shared by every replica through
+#                             `detour state` (kubernetes/state.yaml, redis.yaml). A config
+#                             without detour.fleet gets `detour.fleet.state: URL` added
+#                             (default: http://detour-state.NS.svc.cluster.local:8081, NS
+#                             from --namespace); one with detour.fleet is used as written.
+#                             `none`: per-process state, one ingress replica, no state files
+#   --state-image REF         the image of the `detour` command for detour state (its
+#                             entrypoint must be `detour`; default:
+#                             registry.example.com/detour/detour:0.1.0)
 #
 # Relative paths (CONFIG, --out, --wasm-configmap, --wasm) are taken from the repository
 # root. The committed files under envoy/ are this script's output for the seed config with
@@ -28,7 +37,7 @@ scripts_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "${scripts_dir}/env.sh"
 
 usage() {
-    sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -40,6 +49,8 @@ port="10000"
 image="registry.example.com/detour/detour-wasm:0.1.0"
 wasm_configmap=""
 wasm="${DETOUR_WASM}"
+fleet_state=""
+state_image="registry.example.com/detour/detour:0.1.0"
 config_set=0
 while (($# > 0)); do
     case "$1" in
@@ -50,6 +61,8 @@ while (($# > 0)); do
         --image) image="${2:?--image needs a value}"; shift 2 ;;
         --wasm-configmap) wasm_configmap="${2:?--wasm-configmap needs a file}"; shift 2 ;;
         --wasm) wasm="${2:?--wasm needs a file}"; shift 2 ;;
+        --fleet-state) fleet_state="${2:?--fleet-state needs a URL or none}"; shift 2 ;;
+        --state-image) state_image="${2:?--state-image needs a value}"; shift 2 ;;
         -h | --help) usage ;;
         -*) echo "render-deploy: unknown option: $1" >&2; usage ;;
         *)
@@ -63,35 +76,113 @@ python="${DETOUR_VENV}/bin/python"
 if [[ -n "${DETOUR_BIN:-}" ]]; then
     read -r -a detour <<<"${DETOUR_BIN}"
 else
-    detour=(cargo run -q -p detour --)
+    # --manifest-path: `detour envoy` runs in a scratch directory (below).
+    detour=(cargo run -q --manifest-path "${DETOUR_ROOT}/Cargo.toml" -p detour --)
 fi
+[[ -n "${fleet_state}" ]] || fleet_state="http://detour-state.${namespace}.svc.cluster.local:8081"
 
-# Relative paths are taken from the repository root (the header of the rendered bootstrap
-# names the config as given, so the same invocation gives the same bytes anywhere).
+# Relative paths are taken from the repository root.
 cd "${DETOUR_ROOT}"
-wasm_in_pod="/var/lib/detour/detour.wasm"
-bootstrap="$(mktemp)"
-trap 'rm -f "${bootstrap}"' EXIT
-# --no-env: the manifests carry the names of the keys, never their values.
-"${detour[@]}" envoy "${config}" --listen "0.0.0.0:${port}" --admin 127.0.0.1:9901 \
-    --wasm "${wasm_in_pod}" --concurrency-hint 2 --no-env >"${bootstrap}" \
-    2> >(grep -v 'does not exist yet' >&2 || true)
-
-exec "${python}" - "${bootstrap}" "${config}" "${out}" "${namespace}" "${istio_namespace}" \
-    "${port}" "${image}" "${wasm_configmap}" "${wasm}" <<'PY'
+work="$(mktemp -d)"
+trap 'rm -rf "${work}"' EXIT
+"${python}" - "${work}" "${config}" "${out}" "${namespace}" "${istio_namespace}" \
+    "${port}" "${image}" "${wasm_configmap}" "${wasm}" "${fleet_state}" "${state_image}" \
+    "${detour[@]}" <<'PY'
 import copy
 import gzip
 import hashlib
 import os
+import subprocess
 import sys
 
 import yaml
 
-(bootstrap_path, config_path, out, namespace, istio_ns, port, image, wasm_configmap,
- wasm_path) = sys.argv[1:10]
+(work, config_path, out, namespace, istio_ns, port, image, wasm_configmap, wasm_path,
+ fleet_state, state_image) = sys.argv[1:12]
+detour = sys.argv[12:]
 port = int(port)
-with open(bootstrap_path) as f:
-    bootstrap_text = f.read()
+WASM_IN_POD = "/var/lib/detour/detour.wasm"
+
+
+def fail(message):
+    print(f"render-deploy: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+# ---- the config: as given, or with detour.fleet.state added ----------------------------
+def add_fleet_state(text, url):
+    """`text` with `fleet: {state: url}` as the first entry of its `detour:` section (added
+    at the end when there is none), comments and layout untouched; None if the section
+    is not a block mapping this can edit line by line."""
+    newline = "\r\n" if "\r\n" in text else "\n"
+    lines = text.splitlines(keepends=True)
+    at = next((i for i, line in enumerate(lines)
+               if line.split("#", 1)[0].rstrip() == "detour:"), None)
+    if at is None:
+        if "detour" in (yaml.safe_load(text) or {}):
+            return None
+        prefix = text if text.endswith("\n") or not text else text + newline
+        indent, head = "  ", prefix + "detour:" + newline
+        tail, blank = "", ""
+    else:
+        child = next((line for line in lines[at + 1:]
+                      if line.strip() and not line.lstrip().startswith("#")), "")
+        indent = child[:len(child) - len(child.lstrip())] or "  "
+        head, tail, blank = "".join(lines[:at + 1]), "".join(lines[at + 1:]), newline
+    block = [
+        "# Fleet mode, added by scripts/render-deploy.sh: every replica leases its share of",
+        "# the budgets and RPM/TPM from detour state (envoy/kubernetes/state.yaml).",
+        "fleet:",
+        f"{indent}state: {url}",
+    ]
+    return head + "".join(indent + line + newline for line in block) + blank + tail
+
+
+def fleet_of(config):
+    """detour.fleet of a parsed config, None when absent or `enabled: false`."""
+    fleet = ((config or {}).get("detour") or {}).get("fleet")
+    if fleet is None or (isinstance(fleet, dict) and fleet.get("enabled") is False):
+        return None
+    return fleet if isinstance(fleet, dict) else {}
+
+
+with open(config_path, newline="") as f:
+    original_text = f.read()
+original = yaml.safe_load(original_text)
+config_text, fleet_added = original_text, False
+if fleet_state != "none" and "fleet" not in ((original or {}).get("detour") or {}):
+    if not fleet_state.startswith(("http://", "https://")):
+        fail(f"--fleet-state {fleet_state}: must be an http:// or https:// URL, or none")
+    config_text = add_fleet_state(original_text, fleet_state)
+    expected = copy.deepcopy(original) or {}
+    detour_section = expected.get("detour") or {}
+    expected["detour"] = {"fleet": {"state": fleet_state}, **detour_section}
+    try:
+        ok = config_text is not None and yaml.safe_load(config_text) == expected
+    except yaml.YAMLError:
+        ok = False
+    if not ok:
+        fail(f"cannot add detour.fleet.state to {config_path} (its detour: section is not a "
+             "block mapping): add it yourself, or pass --fleet-state none")
+    fleet_added = True
+fleet = fleet_of(yaml.safe_load(config_text))
+
+# `detour envoy` renders the config as the ConfigMap carries it (config.yaml), so the
+# bootstrap's header names that file and is the same wherever this runs.
+with open(os.path.join(work, "config.yaml"), "w", newline="") as f:
+    f.write(config_text)
+if detour and "/" in detour[0] and not os.path.isabs(detour[0]):
+    detour[0] = os.path.abspath(detour[0])
+# --no-env: the manifests carry the names of the keys, never their values.
+rendered = subprocess.run(
+    detour + ["envoy", "config.yaml", "--listen", f"0.0.0.0:{port}", "--admin", "127.0.0.1:9901",
+              "--wasm", WASM_IN_POD, "--concurrency-hint", "2", "--no-env"],
+    cwd=work, capture_output=True, text=True)
+sys.stderr.write("".join(line for line in rendered.stderr.splitlines(keepends=True)
+                         if "does not exist yet" not in line))
+if rendered.returncode != 0:
+    fail(f"detour envoy failed for {config_path} (exit {rendered.returncode})")
+bootstrap_text = rendered.stdout
 boot = yaml.safe_load(bootstrap_text)
 
 HEALTH_PORT = 9902
@@ -144,7 +235,7 @@ def header(lines):
 generated = [
     f"Generated by scripts/render-deploy.sh from {config_path}. Do not edit: change the",
     "config and run scripts/render-deploy.sh again (tests/deploy fails on any drift).",
-]
+] + ([f"It added detour.fleet.state: {fleet_state} to the config."] if fleet_added else [])
 
 # ---- what the rendered bootstrap says -------------------------------------------------
 listener = boot["static_resources"]["listeners"][0]
@@ -265,7 +356,8 @@ done
 echo "preStop: requests still in flight after ${limit}s" >&2
 """
 
-config_data = {"envoy.yaml": bootstrap_text, "health.yaml": health_yaml,
+# config.yaml: the config itself, as the bootstrap embeds it (detour state reads its rpm/tpm).
+config_data = {"config.yaml": config_text, "envoy.yaml": bootstrap_text, "health.yaml": health_yaml,
                "unpack-wasm.sh": unpack_sh, "prestop.sh": prestop_sh}
 config_hash = hashlib.sha256(
     "".join(f"{k}\0{v}\0" for k, v in sorted(config_data.items())).encode()).hexdigest()
@@ -289,13 +381,31 @@ restricted = {
     "runAsNonRoot": True,
     "capabilities": {"drop": ["ALL"]},
 }
+
+
+def spread(match_labels):
+    """Replicas on different nodes where the cluster has them (a preference, not a rule)."""
+    return {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": match_labels}}
+
+
+def disruption_budget(name, object_labels, match_labels):
+    """Node drains take one pod down at a time."""
+    return {
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": name, "namespace": namespace, "labels": object_labels},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": match_labels}},
+    }
+
+
 deployment = {
     "apiVersion": "apps/v1", "kind": "Deployment",
     "metadata": {"name": "detour", "namespace": namespace, "labels": labels},
     "spec": {
-        # One replica on purpose: budgets, cooldowns and the halt live in this Envoy's
-        # memory; N replicas would each allow the whole budget (see envoy/kubernetes/README.md).
-        "replicas": 1,
+        # Fleet mode: each replica leases its share of the budgets and RPM/TPM from detour
+        # state, so replicas share them. Without it they live in each Envoy's memory and N
+        # replicas would each allow the whole budget: one replica (envoy/kubernetes/README.md).
+        "replicas": 3 if fleet else 1,
         "revisionHistoryLimit": 3,
         "strategy": {"type": "RollingUpdate",
                      "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
@@ -309,6 +419,7 @@ deployment = {
             "spec": {
                 "automountServiceAccountToken": False,
                 "enableServiceLinks": False,
+                **({"topologySpreadConstraints": [spread(selector)]} if fleet else {}),
                 # request_deadline (600 s) plus the preStop drain's margin
                 "terminationGracePeriodSeconds": 630,
                 "securityContext": {
@@ -391,12 +502,168 @@ service = {
 k8s_header = header(generated + [
     "",
     "Envoy with detour as the cluster's LLM gateway: kubectl apply -f envoy/kubernetes/",
-    "after creating the Secret and the detour-wasm ConfigMap (envoy/kubernetes/README.md).",
+    "after creating the Secrets and the detour-wasm ConfigMap (envoy/kubernetes/README.md).",
 ])
 write("kubernetes/namespace.yaml", dump_docs(k8s_header, [k8s_namespace]))
 write("kubernetes/configmap.yaml", dump_docs(k8s_header, [configmap]))
-write("kubernetes/deployment.yaml", dump_docs(k8s_header, [deployment]))
+write("kubernetes/deployment.yaml", dump_docs(
+    k8s_header, [deployment] + ([disruption_budget("detour", labels, selector)] if fleet else [])))
 write("kubernetes/service.yaml", dump_docs(k8s_header, [service]))
+
+# ---- Kubernetes: detour state and a Redis to try it with (fleet mode) -------------------
+STATE_HTTP_PORT = 8081
+STATE_GRPC_PORT = 8082
+STATE_SECRET = "detour-state-redis"
+REDIS_IMAGE = "redis:7.4-alpine"
+state_labels = {"app.kubernetes.io/name": "detour-state", "app.kubernetes.io/component": "fleet-state",
+                "app.kubernetes.io/part-of": "detour"}
+state_selector = {"app.kubernetes.io/name": "detour-state"}
+redis_labels = {"app.kubernetes.io/name": "detour-redis", "app.kubernetes.io/component": "fleet-store",
+                "app.kubernetes.io/part-of": "detour"}
+redis_selector = {"app.kubernetes.io/name": "detour-redis"}
+state_deployment = {
+    "apiVersion": "apps/v1", "kind": "Deployment",
+    "metadata": {"name": "detour-state", "namespace": namespace, "labels": state_labels},
+    "spec": {
+        # Stateless (everything is in Redis): any number of replicas behind the Service.
+        "replicas": 2,
+        "revisionHistoryLimit": 3,
+        "strategy": {"type": "RollingUpdate",
+                     "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        "selector": {"matchLabels": state_selector},
+        "template": {
+            "metadata": {
+                "labels": state_labels,
+                # a changed config (its rpm/tpm) rolls the pods
+                "annotations": {"checksum/config": hashlib.sha256(config_text.encode()).hexdigest()},
+            },
+            "spec": {
+                "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
+                "topologySpreadConstraints": [spread(state_selector)],
+                "securityContext": {
+                    "runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
+                    "fsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": [{
+                    "name": "state",
+                    "image": state_image,
+                    # the image's entrypoint is `detour`
+                    "args": [
+                        "state",
+                        "--redis", "$(REDIS_URL)",
+                        "--listen", f"0.0.0.0:{STATE_HTTP_PORT}",
+                        "--grpc", f"0.0.0.0:{STATE_GRPC_PORT}",
+                        "--config", "/etc/detour/config.yaml",
+                    ],
+                    "env": [{"name": "REDIS_URL", "valueFrom": {"secretKeyRef": {
+                        "name": STATE_SECRET, "key": "REDIS_URL"}}}],
+                    "ports": [
+                        {"name": "http", "containerPort": STATE_HTTP_PORT, "protocol": "TCP"},
+                        {"name": "grpc", "containerPort": STATE_GRPC_PORT, "protocol": "TCP"},
+                    ],
+                    # /healthz PINGs Redis: a replica that cannot reach it leaves the Service.
+                    "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"},
+                                       "periodSeconds": 5, "timeoutSeconds": 2,
+                                       "failureThreshold": 2},
+                    # Liveness does not ask Redis: a Redis outage must not restart every replica.
+                    "livenessProbe": {"tcpSocket": {"port": "http"},
+                                      "initialDelaySeconds": 5, "periodSeconds": 10,
+                                      "timeoutSeconds": 3, "failureThreshold": 6},
+                    "resources": {"requests": {"cpu": "100m", "memory": "64Mi"},
+                                  "limits": {"cpu": "1", "memory": "256Mi"}},
+                    "securityContext": restricted,
+                    "volumeMounts": [{"name": "config", "mountPath": "/etc/detour", "readOnly": True}],
+                }],
+                "volumes": [{"name": "config", "configMap": {
+                    "name": "detour-envoy", "items": [{"key": "config.yaml", "path": "config.yaml"}]}}],
+            },
+        },
+    },
+}
+state_service = {
+    "apiVersion": "v1", "kind": "Service",
+    "metadata": {"name": "detour-state", "namespace": namespace, "labels": state_labels},
+    "spec": {
+        "type": "ClusterIP",
+        "selector": state_selector,
+        "ports": [
+            {"name": "http", "port": STATE_HTTP_PORT, "targetPort": "http",
+             "protocol": "TCP", "appProtocol": "http"},
+            {"name": "grpc", "port": STATE_GRPC_PORT, "targetPort": "grpc",
+             "protocol": "TCP", "appProtocol": "kubernetes.io/h2c"},
+        ],
+    },
+}
+redis_deployment = {
+    "apiVersion": "apps/v1", "kind": "Deployment",
+    "metadata": {"name": "detour-redis", "namespace": namespace, "labels": redis_labels},
+    "spec": {
+        "replicas": 1,
+        "strategy": {"type": "Recreate"},
+        "selector": {"matchLabels": redis_selector},
+        "template": {
+            "metadata": {"labels": redis_labels},
+            "spec": {
+                "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
+                "securityContext": {
+                    "runAsNonRoot": True, "runAsUser": 999, "runAsGroup": 1000,
+                    "fsGroup": 1000, "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": [{
+                    "name": "redis",
+                    "image": REDIS_IMAGE,
+                    "command": ["redis-server"],
+                    # In memory only, no password: reachable only inside the cluster.
+                    "args": ["--port", "6379", "--protected-mode", "no", "--save", "",
+                             "--appendonly", "no", "--maxmemory", "200mb",
+                             "--maxmemory-policy", "noeviction"],
+                    "ports": [{"name": "redis", "containerPort": 6379, "protocol": "TCP"}],
+                    "readinessProbe": {"exec": {"command": ["redis-cli", "ping"]},
+                                       "periodSeconds": 5, "timeoutSeconds": 2},
+                    "livenessProbe": {"tcpSocket": {"port": "redis"},
+                                      "initialDelaySeconds": 5, "periodSeconds": 10},
+                    "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
+                                  "limits": {"cpu": "1", "memory": "256Mi"}},
+                    "securityContext": restricted,
+                    "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                }],
+                "volumes": [{"name": "data", "emptyDir": {"sizeLimit": "64Mi"}}],
+            },
+        },
+    },
+}
+redis_service = {
+    "apiVersion": "v1", "kind": "Service",
+    "metadata": {"name": "detour-redis", "namespace": namespace, "labels": redis_labels},
+    "spec": {
+        "type": "ClusterIP",
+        "selector": redis_selector,
+        "ports": [{"name": "redis", "port": 6379, "targetPort": "redis", "protocol": "TCP"}],
+    },
+}
+if fleet:
+    write("kubernetes/state.yaml", dump_docs(header(generated + [
+        "",
+        "detour state: the fleet ledger (budgets over HTTP JSON on :8081, Envoy RLS v3 over gRPC",
+        "on :8082) that every Envoy replica leases from, on the Redis named by the Secret",
+        f"{STATE_SECRET} (key REDIS_URL). Stateless: run as many replicas as you like.",
+    ]), [state_deployment, state_service,
+         disruption_budget("detour-state", state_labels, state_selector)]))
+    write("kubernetes/redis.yaml", dump_docs(header(generated + [
+        "",
+        "A single Redis for trying fleet mode out: in memory only, no password, no replica, so",
+        "a restart loses the fleet's spend. Production uses a managed Redis (or Redis Sentinel,",
+        f"Redis Cluster, Valkey) named by the URL in the Secret {STATE_SECRET}, and does not",
+        f"apply this file. Its URL: redis://detour-redis.{namespace}.svc.cluster.local:6379/0",
+    ]), [redis_deployment, redis_service]))
+else:
+    # Per-process state: no state service (and none left over from an earlier render).
+    for stale in ("kubernetes/state.yaml", "kubernetes/redis.yaml"):
+        if os.path.exists(os.path.join(out, stale)):
+            os.remove(os.path.join(out, stale))
+            print(f"removed {os.path.join(out, stale)}")
 
 if wasm_configmap:
     with open(wasm_path, "rb") as f:
@@ -487,7 +754,8 @@ patches = [
         }}},
     },
 ] + [
-    {   # 6. One cluster per upstream, named as the filter names them (detour_<scheme>_<host>_<port>).
+    {   # 6. One cluster per upstream, named as the filter names them (detour_<scheme>_<host>_<port>),
+        # and in fleet mode one for detour state (the filter dispatches its leases there).
         "applyTo": "CLUSTER",
         "match": {"context": "SIDECAR_OUTBOUND"},
         "patch": {"operation": "ADD", "value": c},
@@ -545,7 +813,10 @@ client = {
 istio_header = header(generated + [
     "",
     f"detour in the Istio sidecars of namespace {istio_ns} (Istio >= 1.28): see envoy/istio/README.md.",
-])
+] + ([
+    "Fleet mode: the sidecars share budgets and RPM/TPM through detour state at",
+    f"{fleet.get('state')} (envoy/kubernetes/state.yaml, redis.yaml).",
+] if fleet else []))
 write("istio/service.yaml", dump_docs(istio_header, [istio_service]))
 write("istio/envoyfilter.yaml", dump_docs(istio_header, [envoyfilter]))
 write("istio/client-example.yaml", dump_docs(istio_header, [client]))

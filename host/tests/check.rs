@@ -108,7 +108,85 @@ fn json_report() {
     assert!(findings
         .iter()
         .any(|f| f["item"] == "V-2202" && f["rule"] == "model-budgets" && f["level"] == "warn"));
-    assert_eq!(json["rules"].as_array().unwrap().len(), 20);
+    assert_eq!(json["rules"].as_array().unwrap().len(), 21);
+    assert_eq!(json["replicas"], 1);
+}
+
+#[test]
+fn replicas_without_fleet_mode_warn() {
+    let dir = scratch_dir("check-replicas");
+    // One replica (the default): the per-process budgets are the whole budgets.
+    let r = check(&dir, &seed_path(), &[]);
+    assert!(r.out.contains("  PASS fleet"), "{}", r.out);
+    assert!(!r.out.contains("  WARN fleet"), "{}", r.out);
+
+    let r = check(&dir, &seed_path(), &["--replicas", "3"]);
+    assert_eq!(r.code, ExitCode::from(exit_codes::OK), "{}", r.out);
+    let line = r
+        .out
+        .lines()
+        .find(|l| l.starts_with("  WARN fleet"))
+        .unwrap_or_else(|| panic!("no fleet warning in\n{}", r.out));
+    assert!(
+        line.contains(
+            "detour.fleet: 3 replicas with per-process budgets spend up to 3× each budget: set detour.fleet (see "
+        ),
+        "{line}"
+    );
+    assert!(r
+        .report
+        .contains("| WARN | fleet | detour.fleet | 3 replicas with per-process budgets"));
+    assert!(r.report.contains("Checked for 3 replica(s)"));
+
+    let r = check(&dir, &seed_path(), &["--replicas", "3", "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&r.report).unwrap();
+    assert_eq!(json["replicas"], 3);
+    assert!(json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["rule"] == "fleet" && f["level"] == "warn"));
+
+    // Zero replicas is a usage error.
+    let args = ["detour", "check", "config.yaml", "--replicas", "0"];
+    assert!(Cli::try_parse_from(args).is_err());
+}
+
+#[test]
+fn fleet_mode_is_reported_with_the_state_host_only() {
+    let dir = scratch_dir("check-fleet");
+    let config = broken(
+        &dir,
+        "fleet.yaml",
+        &[(
+            "detour:\n",
+            "detour:\n  fleet:\n    state: http://detour-state.detour.svc.cluster.local:8081\n    redis: redis://:hunter2@redis.internal:6379/0\n",
+        )],
+    );
+    for extra in [&[][..], &["--replicas", "3"][..]] {
+        let r = check(&dir, &config, extra);
+        assert_eq!(
+            r.code,
+            ExitCode::from(exit_codes::OK),
+            "{}\n{}",
+            r.out,
+            r.err
+        );
+        let line = r
+            .out
+            .lines()
+            .find(|l| l.starts_with("  PASS fleet "))
+            .unwrap_or_else(|| panic!("no fleet line in\n{}", r.out));
+        assert!(
+            line.ends_with(" fleet mode: every replica shares the budgets and RPM/TPM through detour state at detour-state.detour.svc.cluster.local:8081"),
+            "{line}"
+        );
+        assert!(!r.out.contains("WARN fleet"), "{}", r.out);
+        for text in [&r.out, &r.err, &r.report] {
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(!text.contains("redis.internal"), "{text}");
+        }
+    }
 }
 
 /// A broken config: its file name, the edits to the seed, the rule that must fail.

@@ -442,3 +442,119 @@ fn example_configs_render() {
         }
     }
 }
+
+const FLEET_STATE: &str = "\
+detour:
+  fleet:
+    state: http://detour-state.detour.svc.cluster.local:8081
+    redis: redis://:secret@redis.internal:6379/0
+";
+
+#[test]
+fn fleet_mode_renders_a_cluster_for_the_state_service() {
+    let text = format!("{HTTP_ONLY}{FLEET_STATE}");
+    let loaded = detour_core::config::load(&text, &fake_env).unwrap();
+    let fleet = loaded.config.fleet.as_ref().expect("fleet mode is on");
+    let rendered = render(&text, &loaded.config, &opts()).unwrap();
+    let b = parse(&rendered.yaml);
+    let name = "detour_http_detour-state.detour.svc.cluster.local_8081";
+    // The name the filter dispatches to is the name of the rendered cluster.
+    assert_eq!(fleet.state.cluster, name);
+    assert_eq!(cluster_names(&b), vec!["detour_http_127.0.0.1_18001", name]);
+    assert_eq!(rendered.clusters, cluster_names(&b));
+    let c = cluster(&b, name);
+    assert_eq!(str_at(c, "type"), "STRICT_DNS");
+    assert_eq!(str_at(c, "load_assignment.cluster_name"), name);
+    let endpoint = at(
+        c,
+        "load_assignment.endpoints.0.lb_endpoints.0.endpoint.address.socket_address",
+    );
+    assert_eq!(
+        str_at(endpoint, "address"),
+        "detour-state.detour.svc.cluster.local"
+    );
+    assert_eq!(endpoint["port_value"].as_u64(), Some(8081));
+    assert!(c.get("transport_socket").is_none(), "plain http");
+    // The header says so; the Redis URL (it may carry a password) is nowhere.
+    assert!(rendered.yaml.contains("# Fleet mode (detour.fleet)"));
+    assert!(rendered
+        .yaml
+        .contains(&format!("through the cluster\n#   {name}\n")));
+    let header: String = rendered
+        .yaml
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .collect();
+    assert!(!header.contains("redis"), "{header}");
+    // The configuration is still the file byte for byte (the filter reads fleet from it).
+    assert_eq!(str_at(plugin_config(&b), "configuration.value"), text);
+
+    // https: TLS to the state service, as to any upstream.
+    let text = format!("{HTTP_ONLY}detour:\n  fleet:\n    state: https://state.example.com\n");
+    let b = parse(&render_text(&text, &opts()).yaml);
+    let c = cluster(&b, "detour_https_state.example.com_443");
+    assert_eq!(
+        str_at(c, "transport_socket.typed_config.sni"),
+        "state.example.com"
+    );
+}
+
+#[test]
+fn without_fleet_mode_there_is_no_state_cluster_or_fleet_header() {
+    let text = format!("{HTTP_ONLY}detour:\n  fleet:\n    enabled: false\n    redis: redis://redis.internal:6379/0\n");
+    let rendered = render_text(&text, &opts());
+    assert_eq!(rendered.clusters, vec!["detour_http_127.0.0.1_18001"]);
+    assert!(!rendered.yaml.contains("Fleet mode"));
+    let rendered = render_text(HTTP_ONLY, &opts());
+    assert!(!rendered.yaml.contains("Fleet mode"));
+}
+
+#[test]
+fn fleet_mode_with_only_redis_is_an_error_naming_the_state_service() {
+    for fleet in [
+        // detour.fleet names only the Redis `detour serve` uses.
+        "detour:\n  fleet:\n    redis: redis://:hunter2@redis.internal:6379/0\n",
+        // LiteLLM's router settings name a Redis, which turns fleet mode on.
+        "router_settings:\n  redis_host: redis.internal\n  redis_port: 6379\n  redis_password: hunter2\n",
+    ] {
+        let text = format!("{HTTP_ONLY}{fleet}");
+        let loaded = detour_core::config::load(&text, &fake_env).unwrap();
+        let fleet_mode = loaded.config.fleet.as_ref().expect("fleet mode is on");
+        assert!(!fleet_mode.state_configured);
+        let errors = render(&text, &loaded.config, &opts()).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].path, "detour.fleet.state");
+        let message = &errors[0].message;
+        assert!(message.contains("`detour state`"), "{message}");
+        assert!(message.contains("detour.fleet.state"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+}
+
+#[test]
+fn the_state_service_shares_or_collides_with_an_upstream_cluster() {
+    // The same authority as a deployment: one cluster.
+    let text = format!("{HTTP_ONLY}detour:\n  fleet:\n    state: http://127.0.0.1:18001\n");
+    let rendered = render_text(&text, &opts());
+    assert_eq!(rendered.clusters, vec!["detour_http_127.0.0.1_18001"]);
+    // Another authority whose name sanitises to a deployment's: an error.
+    let text = "\
+model_list:
+  - model_name: a
+    litellm_params:
+      model: openai/m
+      api_base: http://[::1]:80
+detour:
+  fleet:
+    state: http://__1:80
+";
+    let loaded = detour_core::config::load(text, &fake_env).unwrap();
+    let errors = render(text, &loaded.config, &opts()).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].path, "detour.fleet.state");
+    assert!(
+        errors[0].message.contains("detour_http___1_80"),
+        "{}",
+        errors[0]
+    );
+}

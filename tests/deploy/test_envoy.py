@@ -318,7 +318,9 @@ router_settings:
   fallbacks: [{{chat: [chat-backup]}}]
 """)
         out = tmp_path / "rendered"
-        result = render_deploy(detour_bin, out, str(config), "--istio-namespace", "apps", "--port", "8088")
+        # --fleet-state none: this is about routing; no detour state runs here.
+        result = render_deploy(detour_bin, out, str(config), "--istio-namespace", "apps", "--port", "8088",
+                               "--fleet-state", "none")
         assert result.returncode == 0, result.stderr
         (ef,) = load_docs(out / "istio" / "envoyfilter.yaml")
         (service,) = load_docs(out / "istio" / "service.yaml")
@@ -375,7 +377,7 @@ def test_istio_sidecar_emulation_without_stop_iteration_hangs(detour_bin, envoy_
   - model_name: chat
     litellm_params: {{model: openai/m, api_base: "{mock.url}/p/v1", api_key: os.environ/DETOUR_DEPLOY_KEY}}
 """)
-        result = render_deploy(detour_bin, tmp_path / "rendered", str(config))
+        result = render_deploy(detour_bin, tmp_path / "rendered", str(config), "--fleet-state", "none")
         assert result.returncode == 0, result.stderr
         (ef,) = load_docs(tmp_path / "rendered" / "istio" / "envoyfilter.yaml")
         (service,) = load_docs(tmp_path / "rendered" / "istio" / "service.yaml")

@@ -51,7 +51,7 @@ def k8s_errors(doc: dict) -> list[str]:
 
 def test_every_manifest_is_covered():
     kinds = sorted({d["kind"] for _, d in k8s_docs() + istio_docs()})
-    assert kinds == ["ConfigMap", "Deployment", "EnvoyFilter", "Namespace", "Service"]
+    assert kinds == ["ConfigMap", "Deployment", "EnvoyFilter", "Namespace", "PodDisruptionBudget", "Service"]
     assert len(k8s_docs()) + len(istio_docs()) == sum(len(load_docs(p)) for p in manifest_files())
 
 

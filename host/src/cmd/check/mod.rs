@@ -39,6 +39,12 @@ pub struct CheckArgs {
     /// Do not read the environment: every `os.environ/NAME` resolves to a placeholder.
     #[arg(long)]
     pub no_env: bool,
+
+    /// How many processes run this config (Envoy replicas, sidecars, `detour serve`
+    /// instances). Above 1, budgets and rpm/tpm need fleet mode (detour.fleet), or each
+    /// replica spends each whole budget: the `fleet` rule warns.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub replicas: u32,
 }
 
 /// The report's format.
@@ -55,6 +61,8 @@ pub enum Format {
 pub struct Report {
     /// The config file as named on the command line.
     pub config: String,
+    /// How many processes run the config (`--replicas`).
+    pub replicas: u32,
     /// `pass` or `fail`.
     pub result: &'static str,
     /// How many findings failed.
@@ -70,13 +78,14 @@ pub struct Report {
 }
 
 impl Report {
-    /// Runs the rules over a loaded config.
-    pub fn new(config_name: String, config: &detour_core::config::Config) -> Self {
-        let findings = rules::check(config);
+    /// Runs the rules over a loaded config run by `replicas` processes.
+    pub fn new(config_name: String, config: &detour_core::config::Config, replicas: u32) -> Self {
+        let findings = rules::check_with_replicas(config, &rules::Policy::SEED, replicas);
         let failures = findings.iter().filter(|f| f.level == Level::Fail).count();
         let warnings = findings.iter().filter(|f| f.level == Level::Warn).count();
         Report {
             config: config_name,
+            replicas,
             result: if failures > 0 { "fail" } else { "pass" },
             failures,
             warnings,
@@ -129,8 +138,9 @@ impl Report {
             md,
             "Checked by `detour check` against the seed's policy (Part22 V-2201..V-2204, Part21 R-2102). \
              A FAIL is a violation (`detour check` exits {}); a WARN is worth a look and does not fail the check; \
-             V-2204 only ever warns.\n",
-            exit_codes::CHECK_FAILED
+             V-2204 only ever warns. Checked for {} replica(s) (`--replicas`).\n",
+            exit_codes::CHECK_FAILED,
+            self.replicas
         );
         for item in Item::ALL {
             let _ = writeln!(md, "## {item}: {}\n", item.title());
@@ -203,7 +213,11 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result
             return Ok(exit_codes::CONFIG_INVALID);
         }
     };
-    let report = Report::new(args.config.display().to_string(), &loaded.config);
+    let report = Report::new(
+        args.config.display().to_string(),
+        &loaded.config,
+        args.replicas,
+    );
     let path = args.report.clone().unwrap_or_else(|| match args.format {
         Format::Md => PathBuf::from("detour-check-report.md"),
         Format::Json => PathBuf::from("detour-check-report.json"),

@@ -140,7 +140,7 @@ pub struct Rule {
 }
 
 /// Every rule, in the order findings are reported.
-pub const RULES: [Rule; 20] = [
+pub const RULES: [Rule; 21] = [
     Rule {
         item: Item::V2201,
         name: "stage-tags",
@@ -212,6 +212,12 @@ pub const RULES: [Rule; 20] = [
         name: "human-gate",
         severity: "WARN",
         description: "detour.admin is configured, so a halt can be lifted (HumanGate, R-2206) with POST /detour/admin/resume instead of a config change.",
+    },
+    Rule {
+        item: Item::V2202,
+        name: "fleet",
+        severity: "WARN",
+        description: "Budgets and RPM/TPM hold for the whole deployment: with more than one replica (`--replicas N`), fleet mode (detour.fleet) keeps them in one ledger; without it each replica spends each whole budget and admits each whole RPM/TPM.",
     },
     Rule {
         item: Item::V2203,
@@ -391,10 +397,17 @@ pub fn check(config: &Config) -> Vec<Finding> {
     check_with(config, &Policy::SEED)
 }
 
-/// Checks `config` against `policy`: every rule of [`RULES`] yields at least one finding
-/// (a PASS when nothing is wrong), in [`RULES`] order.
+/// Checks `config` against `policy` for one replica: every rule of [`RULES`] yields at
+/// least one finding (a PASS when nothing is wrong), in [`RULES`] order.
 pub fn check_with(config: &Config, policy: &Policy) -> Vec<Finding> {
-    let ctx = Ctx::new(config, policy);
+    check_with_replicas(config, policy, 1)
+}
+
+/// As [`check_with`], for a deployment of `replicas` processes (Envoy replicas, sidecars
+/// or `detour serve` instances) running `config`.
+pub fn check_with_replicas(config: &Config, policy: &Policy, replicas: u32) -> Vec<Finding> {
+    let mut ctx = Ctx::new(config, policy);
+    ctx.replicas = replicas.max(1);
     let mut findings = Vec::new();
     for rule in RULES {
         let (mut found, pass) = match rule.name {
@@ -413,6 +426,7 @@ pub fn check_with(config: &Config, policy: &Policy) -> Vec<Finding> {
                 "80/90/100/110 % alerts and the 100 % stop are built into every budget".into(),
             ),
             "human-gate" => ctx.human_gate(),
+            "fleet" => ctx.fleet(),
             "fallback-targets" => ctx.fallback_targets(),
             "fallback-cycles" => ctx.fallback_cycles(),
             "seed-order" => ctx.seed_order(),
@@ -452,6 +466,9 @@ pub fn check_with(config: &Config, policy: &Policy) -> Vec<Finding> {
     }
     findings
 }
+
+/// Where fleet mode is explained.
+const FLEET_DOCS: &str = "envoy/kubernetes/README.md, \"Fleet mode\"";
 
 /// What a rule found: (level, subject, message) per finding, and the PASS message used
 /// when it found nothing.
@@ -509,6 +526,8 @@ struct Ctx<'a> {
     /// Every chain: general per group, special per group when the table exists, overrun
     /// per tag.
     chains: Vec<Chain>,
+    /// How many processes run the config (`--replicas`).
+    replicas: u32,
 }
 
 fn normalize(name: &str) -> String {
@@ -738,6 +757,7 @@ impl<'a> Ctx<'a> {
             policy,
             tiers,
             chains,
+            replicas: 1,
         }
     }
 
@@ -1273,6 +1293,54 @@ impl<'a> Ctx<'a> {
             found,
             "the admin API can resume a halt (HumanGate)".to_string(),
         )
+    }
+
+    fn fleet(&self) -> Found {
+        if let Some(fleet) = &self.config.fleet {
+            // The state service's authority only: never the Redis URL, which may carry a
+            // password.
+            let pass = if fleet.state_configured {
+                format!(
+                    "fleet mode: every replica shares the budgets and RPM/TPM through detour state at {}",
+                    fleet.state.authority()
+                )
+            } else {
+                "fleet mode: detour serve shares the budgets and RPM/TPM through Redis; Envoy also needs detour.fleet.state (`detour envoy` refuses without it)".to_string()
+            };
+            return (Vec::new(), pass);
+        }
+        let budgets = !self.config.budgets.limits.is_empty();
+        let rates = self
+            .config
+            .deployments
+            .iter()
+            .any(|d| d.rpm.is_some() || d.tpm.is_some());
+        let n = self.replicas;
+        let mut found = Vec::new();
+        if n > 1 && (budgets || rates) {
+            let what = match (budgets, rates) {
+                (true, false) => format!("budgets spend up to {n}× each budget"),
+                (true, true) => format!(
+                    "budgets spend up to {n}× each budget (and rpm/tpm admit up to {n}× each limit)"
+                ),
+                (false, _) => format!("rpm/tpm limits admit up to {n}× each limit"),
+            };
+            found.push((
+                Level::Warn,
+                "detour.fleet".into(),
+                format!(
+                    "{n} replicas with per-process {what}: set detour.fleet (see {FLEET_DOCS})"
+                ),
+            ));
+        }
+        let pass = if !budgets && !rates {
+            "no budgets or rpm/tpm limits: nothing for replicas to share".to_string()
+        } else {
+            format!(
+                "one replica: its per-process budgets and rpm/tpm are the whole limits (more replicas need detour.fleet: check with --replicas N; see {FLEET_DOCS})"
+            )
+        };
+        (found, pass)
     }
 
     // ---------------------------------------------------------------- V-2203
@@ -1899,6 +1967,91 @@ mod tests {
         ));
         assert_eq!(of(&findings, "human-gate", Level::Warn).len(), 1);
         assert!(fails(&findings).is_empty());
+    }
+
+    #[test]
+    fn v2202_replicas_without_fleet_mode_warn() {
+        let seed = load(SEED);
+        let policy = Policy::SEED;
+        // One replica: nothing to share.
+        let findings = check(&seed);
+        let pass = of(&findings, "fleet", Level::Pass);
+        assert_eq!(pass.len(), 1);
+        assert!(pass[0].message.starts_with("one replica"), "{pass:?}");
+        // Three replicas with per-process budgets: a warning, and nothing fails.
+        let findings = check_with_replicas(&seed, &policy, 3);
+        let warn = of(&findings, "fleet", Level::Warn);
+        assert_eq!(warn.len(), 1, "{findings:?}");
+        assert_eq!(warn[0].item, Item::V2202);
+        assert_eq!(warn[0].subject, "detour.fleet");
+        assert!(
+            warn[0].message.starts_with(
+                "3 replicas with per-process budgets spend up to 3× each budget: set detour.fleet (see "
+            ),
+            "{}",
+            warn[0].message
+        );
+        assert!(fails(&findings).is_empty());
+        // rpm/tpm count too, with or without budgets.
+        let rates = "model_list:\n  - model_name: m\n    litellm_params: {model: openai/m, api_base: http://127.0.0.1:9/v1, rpm: 60}\n";
+        let findings = check_with_replicas(&load(rates), &policy, 2);
+        let warn = of(&findings, "fleet", Level::Warn);
+        assert!(
+            warn[0]
+                .message
+                .starts_with("2 replicas with per-process rpm/tpm limits admit up to 2×"),
+            "{}",
+            warn[0].message
+        );
+        let mut both = seed.clone();
+        both.deployments[0].tpm = Some(1000);
+        let warn = check_with_replicas(&both, &policy, 4);
+        assert!(of(&warn, "fleet", Level::Warn)[0]
+            .message
+            .contains("4× each budget (and rpm/tpm admit up to 4× each limit)"));
+        // Nothing to share: no warning however many replicas.
+        let plain = "model_list:\n  - model_name: m\n    litellm_params: {model: openai/m, api_base: http://127.0.0.1:9/v1}\n";
+        let findings = check_with_replicas(&load(plain), &policy, 5);
+        assert!(of(&findings, "fleet", Level::Warn).is_empty());
+        assert!(of(&findings, "fleet", Level::Pass)[0]
+            .message
+            .starts_with("no budgets"));
+    }
+
+    #[test]
+    fn v2202_fleet_mode_passes_and_names_the_state_host_only() {
+        let fleet = seed_with(
+            "detour:\n",
+            "detour:\n  fleet:\n    state: http://detour-state.detour.svc.cluster.local:8081\n    redis: redis://:hunter2@redis.internal:6379/0\n",
+        );
+        let findings = check_with_replicas(&fleet, &Policy::SEED, 3);
+        assert!(of(&findings, "fleet", Level::Warn).is_empty());
+        let pass = of(&findings, "fleet", Level::Pass);
+        assert_eq!(pass.len(), 1);
+        assert_eq!(
+            pass[0].message,
+            "fleet mode: every replica shares the budgets and RPM/TPM through detour state at detour-state.detour.svc.cluster.local:8081"
+        );
+        for f in &findings {
+            assert!(
+                !f.message.contains("hunter2") && !f.message.contains("redis.internal"),
+                "{f:?}"
+            );
+        }
+        // Redis only (`detour serve`): still fleet mode, and still no Redis URL.
+        let serve = seed_with(
+            "detour:\n",
+            "detour:\n  fleet:\n    redis: redis://:hunter2@redis.internal:6379/0\n",
+        );
+        let findings = check_with_replicas(&serve, &Policy::SEED, 3);
+        let pass = of(&findings, "fleet", Level::Pass);
+        assert!(pass[0].message.contains("detour.fleet.state"), "{pass:?}");
+        for f in &findings {
+            assert!(
+                !f.message.contains("hunter2") && !f.message.contains("redis.internal"),
+                "{f:?}"
+            );
+        }
     }
 
     #[test]
