@@ -2,7 +2,9 @@
 //! [`detour_core::ledger::Ledger`] trait, on a private current-thread runtime. It lets
 //! sync callers (the conformance suite, tools) use the same scripts as the service.
 
-use detour_core::ledger::{Ending, Lease, Ledger, LedgerError, Reserve, ScopeAccount, ScopeLimit};
+use detour_core::ledger::{
+    Ending, Lease, Ledger, LedgerError, Reserve, Returned, ScopeAccount, ScopeLimit,
+};
 use detour_core::UnixMillis;
 use tokio::runtime::{Builder, Runtime};
 
@@ -97,7 +99,7 @@ impl Ledger for BlockingLedger {
         lease_id: &str,
         used_nanos: u64,
         now_ms: UnixMillis,
-    ) -> Result<Ending, LedgerError> {
+    ) -> Result<Returned, LedgerError> {
         self.runtime
             .block_on(self.ledger.return_lease(lease_id, used_nanos, now_ms))
     }

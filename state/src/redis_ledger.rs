@@ -32,7 +32,8 @@
 use std::sync::Arc;
 
 use detour_core::ledger::{
-    validate, Ending, Lease, LedgerError, Reserve, ScopeAccount, ScopeLimit, DEFAULT_DONE_TTL_MS,
+    validate, Ending, Lease, LedgerError, Reserve, Returned, ScopeAccount, ScopeLimit,
+    DEFAULT_DONE_TTL_MS,
 };
 use detour_core::UnixMillis;
 use redis::Value;
@@ -143,7 +144,10 @@ impl RedisLedger {
         now_ms: UnixMillis,
     ) -> Result<Ending, LedgerError> {
         check_amount("actual_nanos", actual_nanos)?;
-        self.finish(request_id, Some(actual_nanos), now_ms).await
+        Ok(self
+            .finish(request_id, Some(actual_nanos), now_ms)
+            .await?
+            .ending)
     }
 
     /// See [`detour_core::ledger::Ledger::release`].
@@ -152,7 +156,7 @@ impl RedisLedger {
         request_id: &str,
         now_ms: UnixMillis,
     ) -> Result<Ending, LedgerError> {
-        self.finish(request_id, None, now_ms).await
+        Ok(self.finish(request_id, None, now_ms).await?.ending)
     }
 
     /// See [`detour_core::ledger::Ledger::return_lease`].
@@ -161,7 +165,7 @@ impl RedisLedger {
         lease_id: &str,
         used_nanos: u64,
         now_ms: UnixMillis,
-    ) -> Result<Ending, LedgerError> {
+    ) -> Result<Returned, LedgerError> {
         check_amount("used_nanos", used_nanos)?;
         self.finish(lease_id, Some(used_nanos), now_ms).await
     }
@@ -171,7 +175,7 @@ impl RedisLedger {
         id: &str,
         actual: Option<u64>,
         now_ms: UnixMillis,
-    ) -> Result<Ending, LedgerError> {
+    ) -> Result<Returned, LedgerError> {
         check_id(id)?;
         let mut call = FINISH.prepare_invoke();
         call.key(self.hold_key(id))
@@ -183,20 +187,26 @@ impl RedisLedger {
                 "release"
             })
             .arg(actual.unwrap_or(0));
-        let ending: String = self
+        let (ending, spent): (String, i64) = self
             .redis
             .run(|mut conn| async move { call.invoke_async(&mut conn).await })
             .await?;
-        match ending.as_str() {
-            "applied" => Ok(Ending::Applied),
-            "after_expiry" => Ok(Ending::AfterExpiry),
-            "repeated" => Ok(Ending::Repeated),
-            "unknown" => Ok(Ending::Unknown),
-            _ => Err(LedgerError::Backend {
-                message: format!("finish script answered {ending:?}"),
-                transient: false,
-            }),
-        }
+        let ending = match ending.as_str() {
+            "applied" => Ending::Applied,
+            "after_expiry" => Ending::AfterExpiry,
+            "repeated" => Ending::Repeated,
+            "unknown" => Ending::Unknown,
+            _ => {
+                return Err(LedgerError::Backend {
+                    message: format!("finish script answered {ending:?}"),
+                    transient: false,
+                })
+            }
+        };
+        Ok(Returned {
+            ending,
+            spent_nanos: u64::try_from(spent).unwrap_or(0),
+        })
     }
 
     /// See [`detour_core::ledger::Ledger::expire`] (at most a few dozen per call; call

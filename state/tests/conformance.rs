@@ -300,18 +300,18 @@ fn lease_grants_at_most_remaining<B: Backend>(b: &B) {
     assert_eq!(spent_reserved(&l, "tag/Build"), (0, 800));
     // Returning converts what was used into spend and frees the rest; once.
     assert_eq!(
-        l.return_lease(&first.id, 120, NOW).unwrap(),
+        l.return_lease(&first.id, 120, NOW).unwrap().ending,
         Ending::Applied
     );
     assert_eq!(
-        l.return_lease(&first.id, 120, NOW).unwrap(),
+        l.return_lease(&first.id, 120, NOW).unwrap().ending,
         Ending::Repeated
     );
     assert_eq!(spent_reserved(&l, "total"), (120, 400));
     assert_eq!(spent_reserved(&l, "tag/Build"), (120, 400));
     // Using more than the lease is recorded too.
     assert_eq!(
-        l.return_lease(&second.id, 150, NOW).unwrap(),
+        l.return_lease(&second.id, 150, NOW).unwrap().ending,
         Ending::Applied
     );
     assert_eq!(spent_reserved(&l, "tag/Build"), (270, 300));
@@ -320,17 +320,17 @@ fn lease_grants_at_most_remaining<B: Backend>(b: &B) {
     assert_eq!(third.granted_nanos, 50);
     assert_eq!(l.expire(NOW + 1_000).unwrap(), vec![third.id.clone()]);
     assert_eq!(
-        l.return_lease(&third.id, 20, NOW + 2_000).unwrap(),
+        l.return_lease(&third.id, 20, NOW + 2_000).unwrap().ending,
         Ending::AfterExpiry
     );
     assert_eq!(spent_reserved(&l, "tag/Build"), (290, 300));
     // The 0-granted lease: what its holder spent is recorded, in every scope, once.
     assert_eq!(
-        l.return_lease(&none.id, 15, NOW + 2_000).unwrap(),
+        l.return_lease(&none.id, 15, NOW + 2_000).unwrap().ending,
         Ending::Applied
     );
     assert_eq!(
-        l.return_lease(&none.id, 15, NOW + 2_000).unwrap(),
+        l.return_lease(&none.id, 15, NOW + 2_000).unwrap().ending,
         Ending::Repeated
     );
     assert_eq!(spent_reserved(&l, "tag/Build"), (305, 300));
@@ -362,7 +362,10 @@ fn zero_lease_records_spend_and_room_follows_the_tightest_scope<B: Backend>(b: &
     let full = l.lease("e", &scopes, 10, NOW, 1_000).unwrap();
     assert_eq!((full.granted_nanos, full.room_nanos), (0, 0));
     assert!(!full.id.is_empty());
-    assert_eq!(l.return_lease(&full.id, 40, NOW).unwrap(), Ending::Applied);
+    assert_eq!(
+        l.return_lease(&full.id, 40, NOW).unwrap().ending,
+        Ending::Applied
+    );
     assert_eq!(spent_reserved(&l, "total"), (40, 1_000));
     assert_eq!(spent_reserved(&l, "model/x"), (40, 250));
     // Overspent: 0 granted, room 0 (never a wrapped number).
@@ -371,7 +374,7 @@ fn zero_lease_records_spend_and_room_follows_the_tightest_scope<B: Backend>(b: &
     // A 0-granted lease expires like any other; a late return still records its spend.
     assert!(l.expire(NOW + 1_000).unwrap().contains(&over.id));
     assert_eq!(
-        l.return_lease(&over.id, 5, NOW + 2_000).unwrap(),
+        l.return_lease(&over.id, 5, NOW + 2_000).unwrap().ending,
         Ending::AfterExpiry
     );
     assert_eq!(spent_reserved(&l, "model/x"), (45, 250));
@@ -417,10 +420,30 @@ fn leases_never_over_grant_under_concurrency<B: Backend>(b: &B) {
     let mut l = b.ledger();
     assert_eq!(spent_reserved(&l, "total"), (0, LIMIT));
     for (id, g) in &leases {
-        assert_eq!(l.return_lease(id, g / 2, NOW).unwrap(), Ending::Applied);
+        assert_eq!(
+            l.return_lease(id, g / 2, NOW).unwrap().ending,
+            Ending::Applied
+        );
     }
     let half: u64 = leases.iter().map(|(_, g)| g / 2).sum();
     assert_eq!(spent_reserved(&l, "total"), (half, 0));
+}
+
+fn a_return_reports_the_first_scopes_spend_after_it<B: Backend>(b: &B) {
+    let mut l = b.ledger();
+    let scopes = [scope("total", 1_000), scope("tag/x", 500)];
+    let a = l.lease("a", &scopes, 300, NOW, TTL).unwrap();
+    let c = l.lease("c", &scopes, 100, NOW, TTL).unwrap();
+    let first = l.return_lease(&a.id, 250, NOW).unwrap();
+    assert_eq!((first.ending, first.spent_nanos), (Ending::Applied, 250));
+    let second = l.return_lease(&c.id, 90, NOW).unwrap();
+    // 340 after, so 250 before: the one return that moved spend across 300 sees it.
+    assert_eq!(second.spent_nanos, 340);
+    // A repeat changes nothing and reports nothing.
+    let again = l.return_lease(&c.id, 90, NOW).unwrap();
+    assert_eq!((again.ending, again.spent_nanos), (Ending::Repeated, 0));
+    let unknown = l.return_lease("lease/none/1", 5, NOW).unwrap();
+    assert_eq!((unknown.ending, unknown.spent_nanos), (Ending::Unknown, 0));
 }
 
 fn period_keys_start_fresh<B: Backend>(b: &B) {
@@ -490,5 +513,6 @@ on_every_backend!(
     lease_grants_at_most_remaining,
     zero_lease_records_spend_and_room_follows_the_tightest_scope,
     leases_never_over_grant_under_concurrency,
+    a_return_reports_the_first_scopes_spend_after_it,
     period_keys_start_fresh,
 );

@@ -176,7 +176,8 @@ async fn reserve_settle_release_lease_and_account() {
             json!({"lease_id": id, "used_nanos": 50})
         )
         .await,
-        (200, json!({"ending": "applied"}))
+        // 450 settled before, 50 now: the scope's spend right after this return.
+        (200, json!({"ending": "applied", "spent_nanos": 500}))
     );
     let (_, account, _) = api
         .call(

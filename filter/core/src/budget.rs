@@ -314,6 +314,24 @@ pub fn settle<S: Store + ?Sized>(
     crossings
 }
 
+/// The `budget_alert` event of `limit` crossing `percent` at `spent`.
+pub fn alert(
+    limit: &Limit,
+    period_start: UnixMillis,
+    percent: u32,
+    spent: u64,
+    now: UnixMillis,
+) -> crate::event::Event {
+    crate::event::Event::BudgetAlert {
+        ts: now,
+        scope: limit.scope.to_string(),
+        period_start,
+        percent,
+        spent: crate::price::format_dollars(spent),
+        limit: crate::price::format_dollars(limit.limit_nanos),
+    }
+}
+
 /// Whether `spent` is at least `percent` % of `limit` (exact integer arithmetic).
 pub fn reached(spent: u64, limit: u64, percent: u32) -> bool {
     // u64 × u32 fits in u128: neither product can overflow.

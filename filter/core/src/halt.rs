@@ -77,3 +77,36 @@ pub fn holds(halt: &Halt, config: &Config) -> bool {
         .find(|l| l.scope.to_string() == halt.scope)
         .is_some_and(|l| l.limit_nanos <= halt.limit_nanos)
 }
+
+/// Halts all traffic when `spent` reached the limit's `halt_at` percentage; returns the
+/// event when this call set the halt.
+pub fn halt_if_reached<S: Store + ?Sized>(
+    store: &mut S,
+    limit: &crate::budget::Limit,
+    spent: u64,
+    now: crate::UnixMillis,
+) -> Option<crate::event::Event> {
+    let halt_at = limit.halt_at_percent?;
+    if !crate::budget::reached(spent, limit.limit_nanos, halt_at) {
+        return None;
+    }
+    let halt = Halt {
+        scope: limit.scope.to_string(),
+        limit_nanos: limit.limit_nanos,
+        since: now,
+        reason: format!(
+            "spend {} reached {halt_at}% of the {} budget {}",
+            crate::price::format_dollars(spent),
+            limit.scope,
+            crate::price::format_dollars(limit.limit_nanos)
+        ),
+    };
+    if !set(store, &halt).unwrap_or(false) {
+        return None;
+    }
+    Some(crate::event::Event::Halt {
+        ts: now,
+        scope: halt.scope,
+        reason: halt.reason,
+    })
+}

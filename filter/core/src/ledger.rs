@@ -121,6 +121,17 @@ pub enum Ending {
     Unknown,
 }
 
+/// How a lease return ended, and the spend it left in the lease's first scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Returned {
+    /// How the hold ended.
+    pub ending: Ending,
+    /// The first scope's spend right after this return, read in the same atomic change:
+    /// `spent_nanos - used` before it, so exactly one return sees a threshold crossed
+    /// (0 when this call changed nothing: repeated or unknown).
+    pub spent_nanos: u64,
+}
+
 /// A slice of budget granted to one holder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
@@ -240,7 +251,7 @@ pub trait Ledger {
         lease_id: &str,
         used_nanos: u64,
         now_ms: UnixMillis,
-    ) -> Result<Ending, LedgerError>;
+    ) -> Result<Returned, LedgerError>;
 }
 
 /// Checks what every backend requires of a reservation or lease.
@@ -603,8 +614,30 @@ impl<S: Store> Ledger for LedgerOnStore<S> {
         lease_id: &str,
         used_nanos: u64,
         now_ms: UnixMillis,
-    ) -> Result<Ending, LedgerError> {
-        self.settle(lease_id, used_nanos, now_ms)
+    ) -> Result<Returned, LedgerError> {
+        let done_ttl = self.done_ttl_ms;
+        self.change(|state| {
+            state.sweep(now_ms, done_ttl);
+            let first = state
+                .held
+                .get(lease_id)
+                .or_else(|| state.expired.get(lease_id).map(|(hold, _)| hold))
+                .and_then(|hold| hold.scopes.first().cloned());
+            let ending = state.finish(lease_id, Some(used_nanos));
+            let spent_nanos = match ending {
+                Ending::Applied | Ending::AfterExpiry => first
+                    .and_then(|key| state.accounts.get(&key).map(|a| a.spent))
+                    .unwrap_or(0),
+                Ending::Repeated | Ending::Unknown => 0,
+            };
+            Ok((
+                Returned {
+                    ending,
+                    spent_nanos,
+                },
+                true,
+            ))
+        })
     }
 }
 
@@ -696,11 +729,11 @@ mod tests {
         assert_eq!(ledger.account("tag/T").unwrap().reserved, 300);
         // Spend reported under the empty lease is recorded, once.
         assert_eq!(
-            ledger.return_lease(&none.id, 7, 0).unwrap(),
+            ledger.return_lease(&none.id, 7, 0).unwrap().ending,
             Ending::Applied
         );
         assert_eq!(
-            ledger.return_lease(&none.id, 7, 0).unwrap(),
+            ledger.return_lease(&none.id, 7, 0).unwrap().ending,
             Ending::Repeated
         );
         let tag = ledger.account("tag/T").unwrap();

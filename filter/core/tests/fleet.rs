@@ -69,6 +69,8 @@ struct Fleet {
     processes: Vec<Process>,
     reachable: bool,
     overshoot: u64,
+    /// Events the ticks reported (alerts, halts).
+    events: Vec<detour_core::event::Event>,
 }
 
 impl Fleet {
@@ -93,6 +95,7 @@ impl Fleet {
             processes,
             reachable: true,
             overshoot: 0,
+            events: Vec::new(),
         }
     }
 
@@ -122,7 +125,7 @@ impl Fleet {
                        "room_nanos": lease.room_nanos})
             }
             "/v1/lease/return" => {
-                let ending = self
+                let returned = self
                     .ledger
                     .return_lease(
                         req["lease_id"].as_str().unwrap(),
@@ -130,7 +133,7 @@ impl Fleet {
                         now,
                     )
                     .unwrap();
-                json!({"ending": format!("{ending:?}")})
+                json!({"ending": returned.ending, "spent_nanos": returned.spent_nanos})
             }
             other => panic!("unexpected path {other}"),
         };
@@ -156,6 +159,8 @@ impl Fleet {
                 let store = &mut self.processes[p].store;
                 let reach = sync::on_answer(store, &fleet, &spec, &call, &answer, now).unwrap();
                 sync::note_reach(store, &fleet, reach, now);
+                let reported = sync::on_report(store, &self.config, &spec, &call, &answer, now);
+                self.events.extend(reported);
                 if answer == Answer::Failed {
                     break;
                 }
@@ -258,6 +263,16 @@ fn three_processes_share_one_budget_and_every_spend_arrives_once() {
             spent + 4 * ESTIMATE >= LIMIT,
             "seed {seed}: spent {spent} of {LIMIT} ({admitted} admitted)"
         );
+        // Thresholds are judged on the fleet's spend, each by exactly one process.
+        let fired = |percent: u32| {
+            fleet
+                .events
+                .iter()
+                .filter(|e| matches!(e, detour_core::event::Event::BudgetAlert { percent: p, .. } if *p == percent))
+                .count()
+        };
+        assert_eq!((fired(80), fired(90)), (1, 1), "seed {seed}");
+        assert_eq!(fired(100), usize::from(spent >= LIMIT), "seed {seed}");
     }
 }
 
@@ -427,4 +442,38 @@ detour:
         fleet.ledger.account(&key).unwrap().spent,
         admitted_in[&minute]
     );
+}
+
+#[test]
+fn the_return_that_crosses_halt_at_halts_its_process() {
+    let config = config("");
+    let spec = &sync::slots(&config, NOW)[0];
+    let mut store = MemoryStore::default();
+    let call = Call::Return(sync::Returning {
+        id: "lease/p0/1".into(),
+        used: 2_000_000,
+    });
+    // 10.5 M → 12.5 M of a 10 M total: crosses 110 % (the total's default halt_at).
+    let events = sync::on_report(
+        &mut store,
+        &config,
+        spec,
+        &call,
+        &Answer::Returned { spent: 12_500_000 },
+        NOW,
+    );
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, detour_core::event::Event::Halt { .. })));
+    assert!(detour_core::halt::read(&store).unwrap().is_some());
+    // A later return above it does not cross again: no second alert, no second halt.
+    let later = sync::on_report(
+        &mut MemoryStore::default(),
+        &config,
+        spec,
+        &call,
+        &Answer::Returned { spent: 14_600_000 },
+        NOW,
+    );
+    assert!(later.is_empty(), "{later:?}");
 }

@@ -172,6 +172,9 @@ impl FleetSync {
         }
         let ok = answer != Answer::Failed;
         self.answered(fleet, &spec, &call, &answer, now);
+        for event in sync::on_report(&mut SharedData, config, &spec, &call, &answer, now) {
+            log_event(&event);
+        }
         if ok {
             // A new lease lets the old one go now rather than a round later.
             self.look_at(fleet, &spec, now, Pass::Round);

@@ -119,8 +119,11 @@ async fn return_lease(ledger: &RedisLedger, body: &[u8]) -> Result<Reply, Proble
     let body = Body::parse(body)?;
     let id = body.string("lease_id")?;
     let used = body.u64("used_nanos")?;
-    let ending = ledger.return_lease(&id, used, now_ms()).await?;
-    Ok(json_reply(StatusCode::OK, &json!({ "ending": ending })))
+    let returned = ledger.return_lease(&id, used, now_ms()).await?;
+    Ok(json_reply(
+        StatusCode::OK,
+        &json!({ "ending": returned.ending, "spent_nanos": returned.spent_nanos }),
+    ))
 }
 
 async fn expire(ledger: &RedisLedger) -> Result<Reply, Problem> {

@@ -48,6 +48,7 @@ pub fn slots(config: &Config, now: UnixMillis) -> Vec<SlotSpec> {
                     account_key,
                     limit_nanos: limit,
                     current,
+                    period_start: start,
                     kind: SlotKind::Rate,
                 });
             }

@@ -51,6 +51,8 @@ pub struct SlotSpec {
     pub limit_nanos: u64,
     /// Whether this is the period containing now (else a past period being drained).
     pub current: bool,
+    /// The start of the slot's period.
+    pub period_start: UnixMillis,
     /// A budget (nano-dollars) or a rate (requests or tokens per minute).
     pub kind: SlotKind,
 }
@@ -90,6 +92,7 @@ fn budget_slots(config: &Config, now: UnixMillis) -> Vec<SlotSpec> {
                 account_key,
                 limit_nanos: limit.limit_nanos,
                 current,
+                period_start,
                 kind: SlotKind::Budget,
             });
         }
@@ -358,8 +361,12 @@ pub enum Answer {
         /// Room left in the scope after the grant.
         room: Option<u64>,
     },
-    /// The return was recorded (or was already).
-    Returned,
+    /// The return was recorded (or was already), leaving `spent` in the scope (0 when
+    /// this return changed nothing).
+    Returned {
+        /// The fleet's spend in the scope right after this return.
+        spent: u64,
+    },
     /// No usable answer: the ledger is unreachable (or broken).
     Failed,
 }
@@ -386,7 +393,12 @@ pub fn parse_answer(call: &Call, status: Option<u16>, body: &[u8]) -> Answer {
             }
         }
         Call::Return(_) => match value.get("ending").and_then(|v| v.as_str()) {
-            Some(_) => Answer::Returned,
+            Some(_) => Answer::Returned {
+                spent: value
+                    .get("spent_nanos")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0),
+            },
             None => Answer::Failed,
         },
     }
@@ -434,7 +446,7 @@ pub fn on_answer<S: Store + ?Sized>(
                 slot.still_since = now;
                 Reachability::Answered
             }
-            (Call::Return(r), Answer::Returned) => {
+            (Call::Return(r), Answer::Returned { .. }) => {
                 if slot.returning.as_ref().is_some_and(|x| x.id == r.id) {
                     slot.returning = None;
                 }
@@ -462,6 +474,45 @@ pub fn on_answer<S: Store + ?Sized>(
         })?;
     }
     Ok(reach)
+}
+
+/// What a return's answer says about the fleet's spend: the thresholds it crossed (each
+/// crossed by exactly one return across the fleet, since the ledger reads the spend in
+/// the same atomic change), and the halt when it reached `halt_at`. Budgets only.
+pub fn on_report<S: Store + ?Sized>(
+    store: &mut S,
+    config: &Config,
+    spec: &SlotSpec,
+    call: &Call,
+    answer: &Answer,
+    now: UnixMillis,
+) -> Vec<crate::event::Event> {
+    let (Call::Return(r), Answer::Returned { spent }, SlotKind::Budget) = (call, answer, spec.kind)
+    else {
+        return Vec::new();
+    };
+    let Some(limit) = config.budgets.limits.get(spec.limit_idx) else {
+        return Vec::new();
+    };
+    if *spent == 0 {
+        return Vec::new();
+    }
+    let before = spent.saturating_sub(r.used);
+    let mut events: Vec<crate::event::Event> = budget::THRESHOLDS
+        .iter()
+        .filter(|p| {
+            !budget::reached(before, limit.limit_nanos, **p)
+                && budget::reached(*spent, limit.limit_nanos, **p)
+        })
+        .map(|p| budget::alert(limit, spec.period_start, *p, *spent, now))
+        .collect();
+    let crossed_halt = limit
+        .halt_at_percent
+        .is_some_and(|h| !budget::reached(before, limit.limit_nanos, h));
+    if crossed_halt {
+        events.extend(crate::halt::halt_if_reached(store, limit, *spent, now));
+    }
+    events
 }
 
 /// The start of a round for one slot: leases past their expiry stop counting (the ledger

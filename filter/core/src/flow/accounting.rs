@@ -6,7 +6,7 @@ use crate::budget::{self, Refusal, Reservation};
 use crate::config::{Config, DeploymentIdx, FallbackKind};
 use crate::event::{Event, FallbackReason};
 use crate::fleet::rates::{self as fleet_rates, RateRefusal, TokenHold};
-use crate::halt::{self, Halt};
+use crate::halt;
 use crate::price;
 use crate::rate;
 use crate::respond;
@@ -275,20 +275,32 @@ impl Flow {
             }
         }
         let crossings = budget::settle(store, &config.budgets.limits, &pending.reservation, cost);
+        if config.fleet.is_some() {
+            // Thresholds and the halt are judged on the fleet's spend, by the tick that
+            // reports it (`fleet::sync::on_report`), not on this process's share.
+            return;
+        }
         for crossing in &crossings {
             let Some(limit) = config.budgets.limits.get(crossing.limit_idx) else {
                 continue;
             };
-            self.events.push(Event::BudgetAlert {
-                ts: now,
-                scope: limit.scope.to_string(),
-                period_start: limit.period.start(now),
-                percent: crossing.percent,
-                spent: price::format_dollars(crossing.spent),
-                limit: price::format_dollars(limit.limit_nanos),
-            });
+            self.events.push(budget::alert(
+                limit,
+                limit.period.start(now),
+                crossing.percent,
+                crossing.spent,
+                now,
+            ));
         }
-        self.halt_if_over(config, store, now, &pending.reservation);
+        for (idx, _, _) in &pending.reservation.held {
+            let Some(limit) = config.budgets.limits.get(*idx) else {
+                continue;
+            };
+            if let Ok(account) = budget::account(store, limit, now) {
+                self.events
+                    .extend(halt::halt_if_reached(store, limit, account.spent, now));
+            }
+        }
     }
 
     /// The request ended before its answer completed (the client went away, the host
@@ -301,46 +313,5 @@ impl Flow {
     /// Whether an answer is delivered and not yet settled (the glue then owes a `settle`).
     pub fn awaiting_settlement(&self) -> bool {
         self.pending.as_ref().is_some_and(|p| p.delivered)
-    }
-
-    fn halt_if_over<S: Store + ?Sized>(
-        &mut self,
-        config: &Config,
-        store: &mut S,
-        now: UnixMillis,
-        reservation: &Reservation,
-    ) {
-        for (idx, _, _) in &reservation.held {
-            let Some(limit) = config.budgets.limits.get(*idx) else {
-                continue;
-            };
-            let Some(halt_at) = limit.halt_at_percent else {
-                continue;
-            };
-            let Ok(account) = budget::account(store, limit, now) else {
-                continue;
-            };
-            if !budget::reached(account.spent, limit.limit_nanos, halt_at) {
-                continue;
-            }
-            let halt = Halt {
-                scope: limit.scope.to_string(),
-                limit_nanos: limit.limit_nanos,
-                since: now,
-                reason: format!(
-                    "spend {} reached {halt_at}% of the {} budget {}",
-                    price::format_dollars(account.spent),
-                    limit.scope,
-                    price::format_dollars(limit.limit_nanos)
-                ),
-            };
-            if halt::set(store, &halt).unwrap_or(false) {
-                self.events.push(Event::Halt {
-                    ts: now,
-                    scope: halt.scope,
-                    reason: halt.reason,
-                });
-            }
-        }
     }
 }
