@@ -79,12 +79,16 @@ pub struct Account {
     /// Fleet mode: the largest estimate refused for want of cover since the last sync, so
     /// the next lease is at least that big.
     pub wanted: u64,
+    /// Fleet mode: when the ledger last said the scope has no room left (0: it has room).
+    /// Until a lease finds room again, what the cover does not take is refused at once
+    /// instead of waiting for a lease that cannot come.
+    pub full_since: UnixMillis,
 }
 
 const VERSION_1: u8 = 1;
 const LEN_1: usize = 18;
 const VERSION: u8 = 2;
-const ENCODED_LEN: usize = 34;
+const ENCODED_LEN: usize = 42;
 
 impl Account {
     /// Fixed-size little-endian encoding, versioned.
@@ -96,6 +100,7 @@ impl Account {
         out.push(self.fired);
         out.extend_from_slice(&self.cover.to_le_bytes());
         out.extend_from_slice(&self.wanted.to_le_bytes());
+        out.extend_from_slice(&self.full_since.to_le_bytes());
         out
     }
 
@@ -121,6 +126,7 @@ impl Account {
             fired: bytes.get(17).copied().unwrap_or(0),
             cover: u64_at(18),
             wanted: u64_at(26),
+            full_since: u64_at(34),
         }
     }
 
@@ -234,11 +240,18 @@ pub fn hold<S: Store + ?Sized>(
             return (None, Admission::OverLimit);
         }
         if enforced && fleet && wanted > account.cover {
+            // The fleet has no room either: refused now (the estimate is still noted, so
+            // the next sync looks whether room came back).
+            let refusal = if account.full_since != 0 {
+                Admission::OverLimit
+            } else {
+                Admission::Uncovered
+            };
             if amount <= account.wanted {
-                return (None, Admission::Uncovered);
+                return (None, refusal);
             }
             account.wanted = amount;
-            return (Some(account.encode()), Admission::Uncovered);
+            return (Some(account.encode()), refusal);
         }
         account.reserved = account.reserved.saturating_add(amount);
         (Some(account.encode()), Admission::Held)
@@ -489,6 +502,7 @@ mod tests {
             fired: 0b1011,
             cover: 7,
             wanted: 9,
+            full_since: 11,
         };
         assert_eq!(Account::decode(Some(&a.encode())), a);
         // A version-1 account (before fleet mode) still reads.

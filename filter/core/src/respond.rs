@@ -197,6 +197,20 @@ fn final_status(attempts: &[AttemptRecord]) -> (u16, &'static str, &'static str)
     {
         return (429, "rate_limit_error", "all_deployments_rate_limited");
     }
+    // The fleet's ledger is down and budgets fail closed: a server-side outage, not an
+    // empty budget; 503 with Retry-After so clients come back when it may be up.
+    if attempts
+        .iter()
+        .any(|a| a.reason == Reason::FleetUnreachable)
+        && attempts.iter().all(|a| {
+            matches!(
+                a.reason,
+                Reason::FleetUnreachable | Reason::BudgetExhausted | Reason::ContextTooLarge
+            )
+        })
+    {
+        return (503, "server_error", "budget_ledger_unreachable");
+    }
     // Budgets next: 402, which OpenAI SDKs do not retry (retrying cannot add money).
     if attempts.iter().any(|a| a.reason == Reason::BudgetExhausted)
         && attempts

@@ -477,3 +477,31 @@ fn the_return_that_crosses_halt_at_halts_its_process() {
     );
     assert!(later.is_empty(), "{later:?}");
 }
+
+#[test]
+fn once_the_fleet_says_full_requests_are_refused_at_once_not_after_a_wait() {
+    let mut rng = Rng(23);
+    let mut fleet = Fleet::new(config(""), 2);
+    fleet.run(&mut rng, NOW, 30_000, true);
+    let all = fleet.config.budgets.limits.clone();
+    let spec = &sync::slots(&fleet.config, NOW + 30_000)[0];
+    let p = &mut fleet.processes[0];
+    // Spend this process's own cover first, then ask once more: the ledger has said
+    // there is no room, so the refusal is Exhausted (a 402 now), not Uncovered (a wait).
+    let mut last = Ok(Reservation::default());
+    for _ in 0..50 {
+        last = budget::reserve_in(
+            &mut p.store,
+            &all,
+            &[(0, true)],
+            NOW + 30_000,
+            ESTIMATE,
+            true,
+        );
+        if last.is_err() {
+            break;
+        }
+    }
+    assert!(sync::read_account(&p.store, spec).full_since != 0);
+    assert!(matches!(last, Err(Refusal::Exhausted(_))), "{last:?}");
+}

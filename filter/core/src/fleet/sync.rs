@@ -240,6 +240,13 @@ pub fn plan(
     if pass == Pass::Urgent && !waiting {
         return None;
     }
+    // A full scope refuses at once; whether room came back is asked once an interval.
+    if pass == Pass::Urgent
+        && account.full_since != 0
+        && now < account.full_since.saturating_add(fleet.sync_interval_ms)
+    {
+        return None;
+    }
     if let Some(returning) = &slot.returning {
         return Some(Call::Return(returning.clone()));
     }
@@ -462,14 +469,18 @@ pub fn on_answer<S: Store + ?Sized>(
         (Some(slot.encode()), reach)
     })?;
     sync_cover(store, spec)?;
-    if matches!(call, Call::Lease { .. }) && reach == Reachability::Answered {
-        // The request that asked has its lease: a later one asks anew.
+    if let (Call::Lease { .. }, Answer::Leased { room, .. }) = (call, answer) {
+        // The request that asked has its lease: a later one asks anew. A scope the
+        // fleet has no room left in refuses at once until a lease finds room again.
+        let full = *room == Some(0);
         update(store, &spec.account_key, |bytes| {
             let mut account = Account::decode(bytes);
-            if account.wanted == 0 {
+            let full_since = if full { now.max(1) } else { 0 };
+            if account.wanted == 0 && account.full_since == full_since {
                 return (None, ());
             }
             account.wanted = 0;
+            account.full_since = full_since;
             (Some(account.encode()), ())
         })?;
     }

@@ -6,6 +6,7 @@ use crate::budget::{self, Refusal, Reservation};
 use crate::config::{Config, DeploymentIdx, FallbackKind};
 use crate::event::{Event, FallbackReason};
 use crate::fleet::rates::{self as fleet_rates, RateRefusal, TokenHold};
+use crate::fleet::sync as fleet_sync;
 use crate::halt;
 use crate::price;
 use crate::rate;
@@ -17,6 +18,17 @@ use crate::UnixMillis;
 /// How long a request that found no leased room waits before it looks again: a few of
 /// the root context's ticks, which lease `wanted` as soon as they see it.
 const LEASE_WAIT_MS: u64 = 150;
+
+/// The skip of an attempt the fleet ledger would have to cover while it is unreachable:
+/// worth another look after one sync interval.
+fn fleet_down(config: &Config, now: UnixMillis) -> NotAdmitted {
+    let interval = config.fleet.as_ref().map_or(1_000, |f| f.sync_interval_ms);
+    (
+        Reason::FleetUnreachable,
+        FallbackReason::Budget,
+        Some(now.saturating_add(interval)),
+    )
+}
 
 /// What an attempt holds until its answer is settled.
 #[derive(Debug)]
@@ -158,6 +170,13 @@ impl Flow {
                 // The fleet has room, this process's leases do not cover it yet: wait for
                 // the next lease (the tick asks for `wanted` at once), up to one call's
                 // time limit, instead of refusing what the fleet would allow.
+                // The ledger is down and this process's leases are spent: closed, at once.
+                Err(Refusal::Uncovered(_)) if fleet_sync::unreachable(store) => {
+                    if rate_limited {
+                        rate::untake(store, &deployment.id, now, tokens);
+                    }
+                    return Err(fleet_down(config, now));
+                }
                 Err(Refusal::Uncovered(_)) if self.wait_for_lease(config, now) => {
                     if rate_limited {
                         rate::untake(store, &deployment.id, now, tokens);
@@ -181,6 +200,9 @@ impl Flow {
                 Err(refusal) => {
                     budget::release(store, &reservation);
                     rate::untake(store, &deployment.id, now, tokens);
+                    if refusal == RateRefusal::Uncovered && fleet_sync::unreachable(store) {
+                        return Err(fleet_down(config, now));
+                    }
                     if refusal == RateRefusal::Uncovered && self.wait_for_lease(config, now) {
                         return Err((Reason::LocalRateLimit, FallbackReason::RateLimitLocal, None));
                     }

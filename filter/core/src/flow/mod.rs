@@ -77,6 +77,9 @@ pub enum Reason {
     AttemptCapReached,
     /// Skipped: a budget scope had no room for the attempt's estimated cost.
     BudgetExhausted,
+    /// Skipped: fleet mode, the ledger is unreachable and this process's leases do not
+    /// cover the attempt (the scope fails closed).
+    FleetUnreachable,
     /// Skipped: the deployment is at its configured `rpm`/`tpm`.
     LocalRateLimit,
     /// Skipped: the deployment's protocol cannot express the request (the record's
@@ -99,6 +102,7 @@ impl Reason {
                 | Reason::DeadlineExceeded
                 | Reason::AttemptCapReached
                 | Reason::BudgetExhausted
+                | Reason::FleetUnreachable
                 | Reason::LocalRateLimit
                 | Reason::Untranslatable
         )
@@ -125,6 +129,7 @@ impl Reason {
             Reason::DeadlineExceeded => "not tried: request deadline exceeded",
             Reason::AttemptCapReached => "not tried: attempt cap reached",
             Reason::BudgetExhausted => "skipped: budget exhausted",
+            Reason::FleetUnreachable => "skipped: the fleet budget ledger is unreachable",
             Reason::LocalRateLimit => "skipped: at its rpm/tpm limit",
             Reason::Untranslatable => "skipped: its protocol cannot express the request",
             Reason::InvalidAnswer => "answer not valid in its protocol",
