@@ -551,12 +551,13 @@ state_deployment = {
                     # the image's entrypoint is `detour`
                     "args": [
                         "state",
-                        "--redis", "$(REDIS_URL)",
+                        # --redis comes from DETOUR_REDIS_URL: a password in an
+                        # argument would show in every process listing
                         "--listen", f"0.0.0.0:{STATE_HTTP_PORT}",
                         "--grpc", f"0.0.0.0:{STATE_GRPC_PORT}",
                         "--config", "/etc/detour/config.yaml",
                     ],
-                    "env": [{"name": "REDIS_URL", "valueFrom": {"secretKeyRef": {
+                    "env": [{"name": "DETOUR_REDIS_URL", "valueFrom": {"secretKeyRef": {
                         "name": STATE_SECRET, "key": "REDIS_URL"}}}],
                     "ports": [
                         {"name": "http", "containerPort": STATE_HTTP_PORT, "protocol": "TCP"},

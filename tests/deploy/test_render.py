@@ -153,9 +153,10 @@ def test_state_deployment_is_what_detour_state_and_the_filter_expect(detour_bin)
     assert all(f.startswith("--") for f in flags) and len(args) % 2 == 1, args
     assert set(flags) <= _state_flags(detour_bin), flags
     opts = dict(zip(args[1::2], args[2::2]))
-    assert opts["--redis"] == "$(REDIS_URL)"
+    # The Redis URL (it may hold a password) comes from the environment, never an argument.
+    assert "--redis" not in opts
     (env,) = container["env"]
-    assert env["name"] == "REDIS_URL" and env["valueFrom"]["secretKeyRef"]["key"] == "REDIS_URL"
+    assert env["name"] == "DETOUR_REDIS_URL" and env["valueFrom"]["secretKeyRef"]["key"] == "REDIS_URL"
     # --config is the ConfigMap's config.yaml, and the pods roll when it changes.
     mount = next(m for m in container["volumeMounts"] if opts["--config"].startswith(m["mountPath"] + "/"))
     volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])

@@ -18,8 +18,15 @@ use crate::exit_codes;
 /// Arguments of `detour state`.
 #[derive(Debug, Clone, Args)]
 pub struct StateArgs {
-    /// The Redis holding all fleet state (`redis://[:password@]host:port/db`).
-    #[arg(long, value_name = "URL", default_value = "redis://127.0.0.1:6379/0")]
+    /// The Redis holding all fleet state (`redis://[:password@]host:port/db`). From the
+    /// environment when not given, so a password stays out of the process list.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "DETOUR_REDIS_URL",
+        hide_env_values = true,
+        default_value = "redis://127.0.0.1:6379/0"
+    )]
     pub redis: String,
 
     /// Address of the HTTP JSON API (/v1/reserve, /v1/settle, …, /healthz).
