@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use crate::budget;
 use crate::config::Config;
 use crate::event::Event;
+use crate::fleet::sync;
 use crate::halt::{self, Halt};
 use crate::health::{self, BreakerState};
 use crate::price;
@@ -210,6 +211,42 @@ pub fn status<S: Store + ?Sized>(config: &Config, store: &S, now: UnixMillis) ->
         "halt": halt,
         "budgets": budgets,
         "deployments": deployments,
+        "fleet": fleet_status(config, store, now),
+    })
+}
+
+/// Fleet mode: this process's leases per slot (its `budgets` above are its own share).
+/// The state service by its authority only: a Redis URL may carry a password.
+fn fleet_status<S: Store + ?Sized>(config: &Config, store: &S, now: UnixMillis) -> Value {
+    let Some(fleet) = &config.fleet else {
+        return Value::Null;
+    };
+    let slots: Vec<Value> = sync::slots(config, now)
+        .iter()
+        .filter(|spec| spec.current)
+        .map(|spec| {
+            let slot = sync::read_slot(store, spec);
+            let account = sync::read_account(store, spec);
+            json!({
+                "key": spec.ledger_key,
+                "limit": spec.limit_nanos,
+                "cover": account.cover,
+                "spent": account.spent,
+                "reserved": account.reserved,
+                "reported": slot.flushed,
+                "leases": slot.leases.len(),
+                "leased": slot.leases.iter().fold(0u64, |sum, l| sum.saturating_add(l.granted)),
+                "fleet_room": slot.room,
+                "fleet_full": account.full_since != 0,
+            })
+        })
+        .collect();
+    json!({
+        "state": fleet.state.authority(),
+        "reachable": !sync::unreachable(store),
+        "budgets_when_unreachable": fleet.budgets_unreachable.as_str(),
+        "rates_when_unreachable": fleet.rates_unreachable.as_str(),
+        "slots": slots,
     })
 }
 

@@ -505,3 +505,20 @@ fn once_the_fleet_says_full_requests_are_refused_at_once_not_after_a_wait() {
     assert!(sync::read_account(&p.store, spec).full_since != 0);
     assert!(matches!(last, Err(Refusal::Exhausted(_))), "{last:?}");
 }
+
+#[test]
+fn admin_status_shows_each_slots_leases_and_never_the_redis_url() {
+    let config = config("    redis: redis://:hunter2-secret@10.0.0.9:6379/0");
+    let mut rng = Rng(29);
+    let mut fleet = Fleet::new(config, 1);
+    fleet.run(&mut rng, NOW, 2_000, true);
+    let status = detour_core::admin::status(&fleet.config, &fleet.processes[0].store, NOW + 2_000);
+    let text = status.to_string();
+    assert!(!text.contains("hunter2"), "{text}");
+    let fleet_status = &status["fleet"];
+    assert_eq!(fleet_status["state"], "127.0.0.1:8081");
+    assert_eq!(fleet_status["reachable"], true);
+    let slot = &fleet_status["slots"][0];
+    assert!(slot["leases"].as_u64().unwrap() >= 1, "{slot}");
+    assert!(slot["cover"].as_u64().unwrap() >= slot["spent"].as_u64().unwrap());
+}
