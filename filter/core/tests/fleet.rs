@@ -143,6 +143,10 @@ impl Fleet {
     /// One tick of process `p`: plan, send, answer, and the follow-up the glue makes.
     fn tick(&mut self, p: usize, now: u64, pass: Pass) {
         let fleet = self.config.fleet.clone().unwrap();
+        if pass == Pass::Round {
+            // As the glue does on the round: next periods' records made ready.
+            sync::ensure_slots(&mut self.processes[p].store, &self.config, now);
+        }
         for spec in sync::slots(&self.config, now) {
             let mut pass = pass;
             for _ in 0..4 {
@@ -521,4 +525,52 @@ fn admin_status_shows_each_slots_leases_and_never_the_redis_url() {
     let slot = &fleet_status["slots"][0];
     assert!(slot["leases"].as_u64().unwrap() >= 1, "{slot}");
     assert!(slot["cover"].as_u64().unwrap() >= slot["spent"].as_u64().unwrap());
+}
+
+#[test]
+fn rate_slots_reuse_a_ring_of_keys_and_start_each_minute_fresh() {
+    use detour_core::fleet::rates;
+    let config = common::load_ok(
+        r#"
+model_list:
+  - model_name: g
+    litellm_params: {model: openai/m, api_base: 'http://127.0.0.1:9/v1', rpm: 20}
+detour:
+  fleet: {state: 'http://127.0.0.1:8081', sync_interval: 1s, lease_ttl: 60s, call_timeout: 1s}
+"#,
+    )
+    .config;
+    let deployment = config.deployments[0].clone();
+    let minute = NOW - NOW % 60_000;
+    // Shared data cannot delete: minute m and m + 10 share one key.
+    assert_eq!(
+        rates::account_key(&deployment.id, "rpm", minute),
+        rates::account_key(&deployment.id, "rpm", minute + 600_000)
+    );
+    let mut fleet = Fleet::new(config, 1);
+    let mut admitted = [0u64; 2];
+    let mut now = minute;
+    while now < minute + 660_000 {
+        // Traffic in the first minute and in the tenth after it, on the same key.
+        let window = match now - minute {
+            t if t < 60_000 => Some(0),
+            t if t >= 600_000 => Some(1),
+            _ => None,
+        };
+        if let Some(w) = window.filter(|_| now % 500 == 0) {
+            if rates::take(&mut fleet.processes[0].store, &deployment, now, 1).is_ok() {
+                admitted[w] += 1;
+            }
+        }
+        if now % 50 == 0 {
+            let round = now % 1000 < 50;
+            fleet.tick(0, now, if round { Pass::Round } else { Pass::Urgent });
+        }
+        now += 10;
+    }
+    assert_eq!(
+        admitted,
+        [20, 20],
+        "each minute starts with the whole limit"
+    );
 }

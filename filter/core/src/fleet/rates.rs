@@ -19,9 +19,15 @@ use crate::UnixMillis;
 
 const MINUTE_MS: u64 = 60_000;
 
+/// Minutes on the ring of local keys: a key comes back every ten minutes, long after its
+/// minute's leases were returned and its holds settled (an answer that takes longer
+/// than that settles into a fresh minute's count, saturating: a count, not money).
+const RING: u64 = 10;
+
 /// The local account of a deployment's `rpm` or `tpm` in the minute starting at `minute`.
 pub fn account_key(deployment_id: &str, what: &str, minute: UnixMillis) -> String {
-    format!("detour/v1/fleet-rate/{deployment_id}/{what}/{minute}")
+    let slot = (minute / MINUTE_MS) % RING;
+    format!("detour/v1/fleet-rate/{deployment_id}/{what}/{slot}")
 }
 
 fn minute_of(now: UnixMillis) -> UnixMillis {
@@ -57,15 +63,16 @@ pub fn slots(config: &Config, now: UnixMillis) -> Vec<SlotSpec> {
     out
 }
 
-/// The accounts of this minute and the next, to create ahead of use.
-pub fn upcoming_accounts(config: &Config, now: UnixMillis) -> Vec<String> {
+/// The accounts of this minute and the next (with their minute), to make ready ahead of
+/// use.
+pub fn upcoming_accounts(config: &Config, now: UnixMillis) -> Vec<(String, UnixMillis)> {
     let minute = minute_of(now);
     let mut out = Vec::new();
     for deployment in &config.deployments {
         for (what, limit) in limits(deployment) {
             if limit.is_some() {
                 for start in [minute, minute.saturating_add(MINUTE_MS)] {
-                    out.push(account_key(&deployment.id, what, start));
+                    out.push((account_key(&deployment.id, what, start), start));
                 }
             }
         }

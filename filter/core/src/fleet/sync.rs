@@ -149,6 +149,9 @@ pub struct Slot {
     pub last_commit: u64,
     /// Since when `last_commit` has not moved.
     pub still_since: UnixMillis,
+    /// Rate slots: the minute the record is for (its key is reused a ring later).
+    #[serde(default)]
+    pub period_start: UnixMillis,
 }
 
 impl Slot {
@@ -644,19 +647,33 @@ pub fn unreachable<S: Store + ?Sized>(store: &S) -> bool {
 /// they do not exist yet (as `budget::ensure_accounts` does, and for the same reason: a
 /// first write cannot be conditional, so it must not race with the tick).
 pub fn ensure_slots<S: Store + ?Sized>(store: &mut S, config: &Config, now: UnixMillis) {
-    let mut accounts = Vec::new();
     for limit in &config.budgets.limits {
         for start in [limit.period.start(now), limit.period.end(now)] {
-            accounts.push(budget::key(&limit.scope, start));
+            let account = budget::key(&limit.scope, start);
+            let key = slot_key(&account);
+            if let Ok(None) = store.get(&key) {
+                let _ = store.set(&key, &Slot::default().encode(), None);
+            }
+            if let Ok(None) = store.get(&account) {
+                let _ = store.set(&account, &Account::default().encode(), None);
+            }
         }
     }
-    accounts.extend(super::rates::upcoming_accounts(config, now));
-    for account in accounts {
+    // Rate slots live on a ring of keys (shared data cannot delete: one key per minute
+    // would grow without end). A key is made fresh for its minute before the minute
+    // starts, when it still holds a minute long past; nobody uses it then.
+    for (account, minute) in super::rates::upcoming_accounts(config, now) {
         let key = slot_key(&account);
-        if let Ok(None) = store.get(&key) {
-            let _ = store.set(&key, &Slot::default().encode(), None);
-        }
-        if let Ok(None) = store.get(&account) {
+        let current = store.get(&key).ok().flatten();
+        let stale = current
+            .as_ref()
+            .is_none_or(|(bytes, _)| Slot::decode(Some(bytes)).period_start != minute);
+        if stale {
+            let fresh = Slot {
+                period_start: minute,
+                ..Slot::default()
+            };
+            let _ = store.set(&key, &fresh.encode(), None);
             let _ = store.set(&account, &Account::default().encode(), None);
         }
     }
