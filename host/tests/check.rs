@@ -34,6 +34,16 @@ struct Run {
     report: String,
 }
 
+impl Run {
+    /// The first line of the output that starts with `prefix`.
+    fn line(&self, prefix: &str) -> &str {
+        self.out
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line in\n{}", self.out))
+    }
+}
+
 /// `detour check CONFIG --no-env --report DIR/report.<ext> [extra…]`.
 fn check(dir: &Path, config: &Path, extra: &[&str]) -> Run {
     let json = extra.contains(&"json");
@@ -122,11 +132,7 @@ fn replicas_without_fleet_mode_warn() {
 
     let r = check(&dir, &seed_path(), &["--replicas", "3"]);
     assert_eq!(r.code, ExitCode::from(exit_codes::OK), "{}", r.out);
-    let line = r
-        .out
-        .lines()
-        .find(|l| l.starts_with("  WARN fleet"))
-        .unwrap_or_else(|| panic!("no fleet warning in\n{}", r.out));
+    let line = r.line("  WARN fleet");
     assert!(
         line.contains(
             "detour.fleet: 3 replicas with per-process budgets spend up to 3× each budget: set detour.fleet (see "
@@ -172,11 +178,7 @@ fn fleet_mode_is_reported_with_the_state_host_only() {
             r.out,
             r.err
         );
-        let line = r
-            .out
-            .lines()
-            .find(|l| l.starts_with("  PASS fleet "))
-            .unwrap_or_else(|| panic!("no fleet line in\n{}", r.out));
+        let line = r.line("  PASS fleet ");
         assert!(
             line.ends_with(" fleet mode: every replica shares the budgets and RPM/TPM through detour state at detour-state.detour.svc.cluster.local:8081"),
             "{line}"

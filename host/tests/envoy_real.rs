@@ -17,8 +17,8 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::*;
 use detour::cmd::envoy::RenderOptions;
@@ -122,70 +122,6 @@ fn envoy_validate_catches_a_broken_bootstrap() {
     );
 }
 
-/// An Envoy process we started; killed when dropped.
-struct Envoy {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Envoy {
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "a test waiting for a real process: it needs a clock and a sleep"
-    )]
-    fn start(envoy: &Path, dir: &Path, bootstrap: &Path) -> (Envoy, String) {
-        let admin_file = dir.join("admin.txt");
-        let log = dir.join("envoy.log");
-        let child = Command::new(envoy)
-            .arg("-c")
-            .arg(bootstrap)
-            .arg("--admin-address-path")
-            .arg(&admin_file)
-            .args([
-                "--concurrency",
-                "1",
-                "--disable-hot-restart",
-                "-l",
-                "warning",
-            ])
-            .arg("--log-path")
-            .arg(&log)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut envoy = Envoy { child, log };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(address) = std::fs::read_to_string(&admin_file) {
-                if !address.trim().is_empty() {
-                    return (envoy, address.trim().to_string());
-                }
-            }
-            if let Some(status) = envoy.child.try_wait().unwrap() {
-                panic!("envoy exited with {status}:\n{}", envoy.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "envoy did not start:\n{}",
-                envoy.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
 fn http_get_json(address: &str, path: &str) -> serde_json::Value {
     let mut stream = TcpStream::connect(address).unwrap();
     stream
@@ -262,7 +198,7 @@ fn envoy_sees_the_embedded_configuration_byte_for_byte() {
         let rendered = render_text(&text, &o);
         let bootstrap = dir.join("envoy.yaml");
         std::fs::write(&bootstrap, &rendered.yaml).unwrap();
-        let (process, admin) = Envoy::start(&envoy, &dir, &bootstrap);
+        let (process, admin) = start_envoy(&envoy, &dir, &bootstrap, &[]);
 
         let dump = http_get_json(&admin, "/config_dump");
         let configs = dump["configs"].as_array().unwrap();

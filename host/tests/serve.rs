@@ -16,9 +16,8 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -30,25 +29,6 @@ fn guest(name: &str) -> PathBuf {
 /// A config whose one upstream nobody listens on: these guests answer locally.
 const CONFIG: &str = "model_list:\n  - model_name: g\n    litellm_params: {model: openai/m, api_base: \"http://127.0.0.1:9/v1\", api_key: sk-inline}\n";
 
-/// A process we started; killed when dropped.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
 /// Starts `detour serve` (two workers unless `extra` says otherwise) and returns it with
 /// its listener address.
 fn serve(dir: &Path, wasm: &Path, extra: &[&str]) -> (Proc, String) {
@@ -57,79 +37,20 @@ fn serve(dir: &Path, wasm: &Path, extra: &[&str]) -> (Proc, String) {
 
 /// [`serve`] with a config of its own.
 fn serve_config(dir: &Path, wasm: &Path, config_text: &str, extra: &[&str]) -> (Proc, String) {
-    let config = dir.join("config.yaml");
-    std::fs::write(&config, config_text).unwrap();
-    let ready = dir.join("ready.json");
-    let log = dir.join("serve.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_detour"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .arg("--config")
-        .arg(&config)
-        .arg("--wasm")
-        .arg(wasm)
-        .arg("--ready-file")
-        .arg(&ready)
-        .args(if extra.contains(&"--workers") {
-            &[][..]
-        } else {
-            &["--workers", "2"][..]
-        })
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut proc = Proc { child, log };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&ready) {
-            let ready: serde_json::Value = serde_json::from_str(&text).unwrap();
-            return (proc, ready["listen"].as_str().unwrap().to_string());
-        }
-        if let Some(status) = proc.child.try_wait().unwrap() {
-            panic!("detour serve exited with {status}:\n{}", proc.log_text());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "detour serve did not start:\n{}",
-            proc.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut proc, listen) = start_serve(dir, "serve", wasm, config_text, extra);
+    let Some(listen) = listen else {
+        let status = proc.child.wait().unwrap();
+        panic!("detour serve exited with {status}:\n{}", proc.log_text());
+    };
+    (proc, listen)
 }
 
-/// One request on a fresh connection: (status, body).
+/// `GET /` on a fresh connection, with `x-probe: PROBE` if given: (status, body).
 fn get(address: &str, probe: Option<&str>) -> (u16, String) {
     let probe = probe
         .map(|p| format!("x-probe: {p}\r\n"))
         .unwrap_or_default();
-    get_with(address, &probe)
-}
-
-/// One request with extra header lines (each ending in CRLF): (status, body).
-fn get_with(address: &str, probe: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(address).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    write!(
-        stream,
-        "GET / HTTP/1.1\r\nHost: detour\r\n{probe}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    http_get(address, "/", &probe)
 }
 
 #[test]
@@ -235,82 +156,26 @@ fn envoy_start(envoy: &Path, dir: &Path, wasm: &Path, config: &str) -> (Proc, St
     o.admin = "127.0.0.1:0".parse().unwrap();
     let bootstrap = dir.join("envoy.yaml");
     std::fs::write(&bootstrap, render_text(config, &o).yaml).unwrap();
-    let admin_file = dir.join("admin.txt");
-    let log = dir.join("envoy.log");
-    let child = Command::new(envoy)
-        .arg("-c")
-        .arg(&bootstrap)
-        .arg("--admin-address-path")
-        .arg(&admin_file)
-        .args([
-            "--concurrency",
-            "1",
-            "--disable-hot-restart",
-            "--use-dynamic-base-id",
-            "-l",
-            "warning",
-        ])
-        .arg("--log-path")
-        .arg(&log)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut proc = Proc { child, log };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let listen = loop {
-        if let Ok(admin) = std::fs::read_to_string(&admin_file) {
-            if !admin.trim().is_empty() {
-                // Text form: `detour::127.0.0.1:PORT` once the listener is up.
-                let (status, body) = request(admin.trim(), "/listeners");
-                let bound = body
-                    .split_once("::")
-                    .and_then(|(_, a)| a.split_whitespace().next())
-                    .map(str::to_string)
-                    .filter(|a| !a.ends_with(":0") && a.starts_with("127.0.0.1:"));
-                if let (200, Some(address)) = (status, bound) {
-                    break address;
-                }
-            }
-        }
-        if let Some(status) = proc.child.try_wait().unwrap() {
-            panic!("envoy exited with {status}:\n{}", proc.log_text());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "envoy did not start:\n{}",
-            proc.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    (proc, listen)
-}
-
-fn request(address: &str, path: &str) -> (u16, String) {
-    let Ok(mut stream) = TcpStream::connect(address) else {
-        return (0, String::new());
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let (mut proc, admin) = start_envoy(envoy, dir, &bootstrap, &["--use-dynamic-base-id"]);
+    let listen = proc.wait_until(
+        "envoy's listener",
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || {
+            // Text form: `detour::127.0.0.1:PORT` once the listener is up.
+            let (status, body) = http_get(&admin, "/listeners", "");
+            let bound = body
+                .split_once("::")
+                .and_then(|(_, a)| a.split_whitespace().next())
+                .map(str::to_string)
+                .filter(|a| !a.ends_with(":0") && a.starts_with("127.0.0.1:"));
+            bound.filter(|_| status == 200)
+        },
+    );
+    match listen {
+        Ok(listen) => (proc, listen),
+        Err(status) => panic!("envoy exited with {status}:\n{}", proc.log_text()),
+    }
 }
 
 /// Shared data through the ABI: a missing key, CAS 0, a stale CAS, the process-wide
@@ -421,7 +286,8 @@ fn dispatch_failure_shapes_are_the_same_on_serve_and_envoy() {
         expected
             .iter()
             .map(|(cluster, _)| {
-                let (status, body) = get_with(address, &format!("x-probe-cluster: {cluster}\r\n"));
+                let (status, body) =
+                    http_get(address, "/", &format!("x-probe-cluster: {cluster}\r\n"));
                 assert_eq!(status, 200, "{body}");
                 body
             })

@@ -10,130 +10,24 @@
     clippy::indexing_slicing,
     reason = "test code: a failed assumption should fail the test loudly"
 )]
-#![allow(
-    clippy::disallowed_methods,
-    reason = "tests that wait for real processes need a clock and a sleep"
-)]
 
 mod common;
+// The state crate's private `redis-server` (one implementation for both crates' tests).
+#[path = "../../state/tests/support/redis_server.rs"]
+mod redis_server;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use detour::serve::fleet::{fleet_call, FleetRoute};
 use detour_core::fleet::Fleet;
 use detour_host::{HeaderMap, HttpCallRequest, HttpCallResponse};
+use redis_server::RedisServer;
 use serde_json::{json, Value};
 
 const PASSWORD: &str = "s3cret-fleet-pw";
-
-// --- a private redis-server ---------------------------------------------------------------
-
-struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-    password: Option<&'static str>,
-    dir: PathBuf,
-}
-
-fn redis_binary() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("redis-server"))
-        .find(|candidate| candidate.is_file())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl RedisServer {
-    /// A server of our own (with `requirepass` when `password` is set), or `None` with
-    /// `SKIPPED` printed when `redis-server` is not installed.
-    fn start(password: Option<&'static str>) -> Option<RedisServer> {
-        let Some(binary) = redis_binary() else {
-            eprintln!("SKIPPED: redis-server is not installed (apt-get install -y redis-server)");
-            return None;
-        };
-        let port = free_port();
-        let dir = scratch_dir(&format!("redis-{port}"));
-        let mut command = Command::new(binary);
-        command
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir);
-        if let Some(password) = password {
-            command.args(["--requirepass", password]);
-        }
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = RedisServer {
-            child: Some(child),
-            port,
-            password,
-            dir,
-        };
-        server.wait_ready();
-        Some(server)
-    }
-
-    fn url(&self) -> String {
-        match self.password {
-            Some(password) => format!("redis://:{password}@127.0.0.1:{}/0", self.port),
-            None => format!("redis://127.0.0.1:{}/0", self.port),
-        }
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        while Instant::now() < deadline {
-            if let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-                let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-                // Without AUTH a server with requirepass answers -NOAUTH: alive all the same.
-                let mut reply = [0u8; 1];
-                if stream.write_all(b"PING\r\n").is_ok()
-                    && stream.read_exact(&mut reply).is_ok()
-                    && (reply[0] == b'+' || reply[0] == b'-')
-                {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "redis-server on port {} did not answer within 10 s",
-            self.port
-        );
-    }
-
-    /// Kills the server by its PID.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 // --- configs and calls -------------------------------------------------------------------
 
@@ -212,7 +106,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn a_lease_answered_in_process_shows_in_the_account() {
-    let Some(redis) = RedisServer::start(Some(PASSWORD)) else {
+    let Some(redis) = RedisServer::start_with_password(PASSWORD) else {
         return;
     };
     let fleet = fleet_of(&config_text(&format!(
@@ -286,7 +180,11 @@ fn a_lease_answered_in_process_shows_in_the_account() {
                 Some(json!({"lease_id": none_id, "used_nanos": 30})),
             ))
             .await;
-        assert_eq!(read(&returned), (200, json!({"ending": "applied"})));
+        // The scope's spend right after each return, as the ledger read it.
+        assert_eq!(
+            read(&returned),
+            (200, json!({"ending": "applied", "spent_nanos": 30}))
+        );
         let returned = route
             .call(request(
                 "POST",
@@ -294,7 +192,10 @@ fn a_lease_answered_in_process_shows_in_the_account() {
                 Some(json!({"lease_id": id, "used_nanos": 150})),
             ))
             .await;
-        assert_eq!(read(&returned), (200, json!({"ending": "applied"})));
+        assert_eq!(
+            read(&returned),
+            (200, json!({"ending": "applied", "spent_nanos": 180}))
+        );
         assert_eq!(
             account_of(TAG).await.1,
             json!({"scope": TAG, "spent_nanos": 180, "reserved_nanos": 200})
@@ -365,82 +266,6 @@ fn a_fleet_without_redis_is_not_answered_in_process() {
 
 // --- `detour serve` as a process ------------------------------------------------------------
 
-/// A process we started; killed by PID when dropped.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-/// Runs `detour <args>` with `--ready-file`; returns it with the ready file's JSON, or
-/// the process (exited) with `None`.
-fn start(dir: &Path, name: &str, args: &[&str]) -> (Proc, Option<Value>) {
-    let ready = dir.join(format!("{name}.ready.json"));
-    let log = dir.join(format!("{name}.log"));
-    let child = Command::new(env!("CARGO_BIN_EXE_detour"))
-        .args(args)
-        .arg("--ready-file")
-        .arg(&ready)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut proc = Proc { child, log };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&ready) {
-            if let Ok(value) = serde_json::from_str::<Value>(&text) {
-                return (proc, Some(value));
-            }
-        }
-        if proc.child.try_wait().unwrap().is_some() {
-            return (proc, None);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} did not start:\n{}",
-            proc.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn serve(dir: &Path, name: &str, wasm: &Path, config_text: &str) -> (Proc, Option<String>) {
-    let config = dir.join(format!("{name}.yaml"));
-    std::fs::write(&config, config_text).unwrap();
-    let (proc, ready) = start(
-        dir,
-        name,
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--workers",
-            "2",
-            "--config",
-            config.to_str().unwrap(),
-            "--wasm",
-            wasm.to_str().unwrap(),
-        ],
-    );
-    let listen = ready.map(|r| r["listen"].as_str().unwrap().to_string());
-    (proc, listen)
-}
-
 /// `tests/guests/dispatch_probe.wat` (one `dispatch_http_call` per request to the cluster
 /// named by `x-probe-cluster`, answering `<headers>;<:status>;<body>`), with the call's
 /// `GET /` turned into `GET <path>`.
@@ -473,22 +298,9 @@ fn probe_for(dir: &Path, path: &str) -> PathBuf {
 
 /// One request to the probe, its call going to `cluster`: the probe's answer.
 fn probe(address: &str, cluster: &str) -> String {
-    let mut stream = TcpStream::connect(address).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    write!(
-        stream,
-        "GET / HTTP/1.1\r\nHost: detour\r\nx-probe-cluster: {cluster}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response).into_owned();
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    text.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
+    let (status, body) = http_get(address, "/", &format!("x-probe-cluster: {cluster}\r\n"));
+    assert_eq!(status, 200, "{body}");
+    body
 }
 
 /// `detour serve` with `detour.fleet.redis` starts cleanly, answers the filter's calls to
@@ -497,7 +309,7 @@ fn probe(address: &str, cluster: &str) -> String {
 /// names the service instead.
 #[test]
 fn serve_answers_the_state_cluster_in_process_as_the_service_would() {
-    let Some(redis) = RedisServer::start(Some(PASSWORD)) else {
+    let Some(redis) = RedisServer::start_with_password(PASSWORD) else {
         return;
     };
     let dir = scratch_dir("serve-fleet");
@@ -520,7 +332,7 @@ fn serve_answers_the_state_cluster_in_process_as_the_service_would() {
         json!({"scope": TOTAL, "spent_nanos": 0, "reserved_nanos": 250})
     );
 
-    let (serve_redis, listen) = serve(&dir, "serve-redis", &wasm, &in_process);
+    let (serve_redis, listen) = start_serve(&dir, "serve-redis", &wasm, &in_process, &[]);
     let listen =
         listen.unwrap_or_else(|| panic!("serve did not start:\n{}", serve_redis.log_text()));
     // Both workers (connections alternate), twice: one connection, many calls.
@@ -539,7 +351,7 @@ fn serve_answers_the_state_cluster_in_process_as_the_service_would() {
     drop(serve_redis);
 
     // The same call over HTTP: `detour state` on the same Redis, named by `fleet.state`.
-    let (state, ready) = start(
+    let (state, ready) = start_detour(
         &dir,
         "state",
         &["state", "--redis", &redis.url(), "--listen", "127.0.0.1:0"],
@@ -551,7 +363,7 @@ fn serve_answers_the_state_cluster_in_process_as_the_service_would() {
         .to_string();
     let over_http = config_text(&format!("{{state: \"http://{state_addr}\"}}"));
     let http_fleet = fleet_of(&over_http);
-    let (serve_http, listen) = serve(&dir, "serve-http", &wasm, &over_http);
+    let (serve_http, listen) = start_serve(&dir, "serve-http", &wasm, &over_http, &[]);
     let listen =
         listen.unwrap_or_else(|| panic!("serve did not start:\n{}", serve_http.log_text()));
     assert_eq!(probe(&listen, &http_fleet.state.cluster), want);
@@ -567,7 +379,7 @@ fn an_unusable_redis_url_stops_serve_without_showing_it() {
     let text = config_text(&format!(
         "{{redis: \"rediss://:{PASSWORD}@127.0.0.1:1/0\"}}"
     ));
-    let (mut proc, listen) = serve(&dir, "serve-bad", &wasm, &text);
+    let (mut proc, listen) = start_serve(&dir, "serve-bad", &wasm, &text, &[]);
     assert!(listen.is_none(), "serve started with a rediss:// URL");
     let status = proc.child.wait().unwrap();
     assert!(!status.success());

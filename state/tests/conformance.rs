@@ -30,7 +30,8 @@ use detour_core::ledger::{Ending, Ledger, LedgerError, LedgerOnStore, Reserve, S
 use detour_core::period::Period;
 use detour_host::shared_data::SharedData;
 use detour_state::{BlockingLedger, Redis, RedisLedger};
-use support::{Locked, RedisServer, ServeStore};
+use support::redis_server::RedisServer;
+use support::{Locked, ServeStore};
 
 /// 2026-11-23T19:13:07Z.
 const NOW: u64 = 1_795_460_787_000;

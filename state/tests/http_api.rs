@@ -27,7 +27,8 @@ use serde_json::{json, Value};
 
 use detour_state::rls::RateLimits;
 use detour_state::{Options, Redis, RedisLedger, Running};
-use support::{percentiles, redis_binary, RedisServer};
+use support::percentiles;
+use support::redis_server::{redis_binary, RedisServer};
 
 const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 

@@ -29,7 +29,7 @@ use detour_state::rls::service::SHOULD_RATE_LIMIT;
 use detour_state::rls::window::{Check, RateWindows};
 use detour_state::rls::{DeploymentRates, RateLimits};
 use detour_state::{Options, Redis};
-use support::RedisServer;
+use support::redis_server::RedisServer;
 
 fn descriptor(entries: &[(&str, &str)], hits: Option<u64>) -> RateLimitDescriptor {
     RateLimitDescriptor {

@@ -12,8 +12,12 @@
     reason = "test code: a failed assumption should fail the test loudly"
 )]
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use detour::cmd::envoy::{render, RenderOptions, Rendered};
 use serde_yaml::Value;
@@ -35,6 +39,181 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// A process a test started (`detour`, Envoy); killed by its PID and reaped when dropped.
+pub struct Proc {
+    pub child: Child,
+    /// Where its log goes.
+    pub log: PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Polls `ready` every `every` until it gives a value; `Err` with the exit status if
+    /// the process exits first. Panics, with the log, when `limit` passes first.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a test waiting for a real process: it needs a clock and a sleep"
+    )]
+    pub fn wait_until<T>(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        every: Duration,
+        mut ready: impl FnMut() -> Option<T>,
+    ) -> Result<T, ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(value) = ready() {
+                return Ok(value);
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Err(status);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} did not start:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(every);
+        }
+    }
+}
+
+/// Runs `detour <args> --ready-file DIR/NAME.ready.json` (stderr to `DIR/NAME.log`):
+/// the process with the ready file's JSON, or the process (exited) with `None`.
+pub fn start_detour(dir: &Path, name: &str, args: &[&str]) -> (Proc, Option<serde_json::Value>) {
+    let ready = dir.join(format!("{name}.ready.json"));
+    let log = dir.join(format!("{name}.log"));
+    let child = Command::new(env!("CARGO_BIN_EXE_detour"))
+        .args(args)
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut proc = Proc { child, log };
+    let value = proc
+        .wait_until(
+            name,
+            Duration::from_secs(60),
+            Duration::from_millis(20),
+            || {
+                let text = std::fs::read_to_string(&ready).ok()?;
+                serde_json::from_str(&text).ok()
+            },
+        )
+        .ok();
+    (proc, value)
+}
+
+/// `detour serve` on `wasm` and `config_text` (written to `DIR/NAME.yaml`), on free
+/// 127.0.0.1 ports, with two workers unless `extra` says otherwise: the process with its
+/// listener address, or the process (exited) with `None`.
+pub fn start_serve(
+    dir: &Path,
+    name: &str,
+    wasm: &Path,
+    config_text: &str,
+    extra: &[&str],
+) -> (Proc, Option<String>) {
+    let config = dir.join(format!("{name}.yaml"));
+    std::fs::write(&config, config_text).unwrap();
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--config",
+        config.to_str().unwrap(),
+        "--wasm",
+        wasm.to_str().unwrap(),
+    ];
+    if !extra.contains(&"--workers") {
+        args.extend(["--workers", "2"]);
+    }
+    args.extend(extra);
+    let (proc, ready) = start_detour(dir, name, &args);
+    let listen = ready.map(|r| r["listen"].as_str().unwrap().to_string());
+    (proc, listen)
+}
+
+/// Runs `envoy -c BOOTSTRAP` (one worker, no hot restart, `extra` arguments, its log in
+/// `DIR/envoy.log`) and waits for its admin address: the process with that address.
+pub fn start_envoy(envoy: &Path, dir: &Path, bootstrap: &Path, extra: &[&str]) -> (Proc, String) {
+    let admin_file = dir.join("admin.txt");
+    let log = dir.join("envoy.log");
+    let child = Command::new(envoy)
+        .arg("-c")
+        .arg(bootstrap)
+        .arg("--admin-address-path")
+        .arg(&admin_file)
+        .args(["--concurrency", "1", "--disable-hot-restart"])
+        .args(extra)
+        .args(["-l", "warning"])
+        .arg("--log-path")
+        .arg(&log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut proc = Proc { child, log };
+    let admin = proc.wait_until(
+        "envoy",
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || {
+            let address = std::fs::read_to_string(&admin_file).ok()?;
+            Some(address.trim().to_string()).filter(|a| !a.is_empty())
+        },
+    );
+    match admin {
+        Ok(admin) => (proc, admin),
+        Err(status) => panic!("envoy exited with {status}:\n{}", proc.log_text()),
+    }
+}
+
+/// `GET <path>` on a fresh connection, with extra header lines (each ending in CRLF):
+/// (status, body), or `(0, "")` when nothing listens.
+pub fn http_get(address: &str, path: &str, headers: &str) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect(address) else {
+        return (0, String::new());
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: detour\r\n{headers}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// Options with fixed, machine-independent values.
