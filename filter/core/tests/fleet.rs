@@ -147,11 +147,22 @@ impl Fleet {
             // As the glue does on the round: next periods' records made ready.
             sync::ensure_slots(&mut self.processes[p].store, &self.config, now);
         }
+        if pass == Pass::Urgent && sync::unreachable(&self.processes[p].store) {
+            return;
+        }
         for spec in sync::slots(&self.config, now) {
             let mut pass = pass;
             for _ in 0..4 {
                 let store = &mut self.processes[p].store;
-                let (slot, account) = sync::refresh(store, &spec, now).unwrap();
+                // As the glue does: the round refreshes, a tick between rounds only reads.
+                let (slot, account) = if pass == Pass::Round {
+                    sync::refresh(store, &fleet, &spec, now).unwrap()
+                } else {
+                    (
+                        sync::read_slot(store, &spec),
+                        sync::read_account(store, &spec),
+                    )
+                };
                 let Some(call) = sync::plan(&fleet, &spec, &slot, &account, now, pass) else {
                     break;
                 };

@@ -64,6 +64,10 @@ impl FleetSync {
                 sync::ensure_slots(&mut SharedData, config, now);
             }
         }
+        // Between rounds, an unreachable ledger is left alone: the round retries it.
+        if pass == Pass::Urgent && sync::unreachable(&SharedData) {
+            return;
+        }
         for spec in sync::slots(config, now) {
             if pass == Pass::Urgent && !spec.current {
                 continue;
@@ -74,16 +78,15 @@ impl FleetSync {
 
     fn look_at(&mut self, fleet: &Fleet, spec: &SlotSpec, now: UnixMillis, pass: Pass) {
         let (slot, account) = if pass == Pass::Round {
-            match sync::refresh(&mut SharedData, spec, now) {
+            match sync::refresh(&mut SharedData, fleet, spec, now) {
                 Ok(both) => both,
                 Err(_) => return,
             }
         } else {
-            let account = sync::read_account(&SharedData, spec);
-            if account.wanted == 0 {
-                return;
-            }
-            (sync::read_slot(&SharedData, spec), account)
+            (
+                sync::read_slot(&SharedData, spec),
+                sync::read_account(&SharedData, spec),
+            )
         };
         let Some(call) = sync::plan(fleet, spec, &slot, &account, now, pass) else {
             return;

@@ -152,6 +152,12 @@ pub struct Slot {
     /// Rate slots: the minute the record is for (its key is reused a ring later).
     #[serde(default)]
     pub period_start: UnixMillis,
+    /// What this process committed in the last sync interval (the slice it will want).
+    #[serde(default)]
+    pub pace: u64,
+    /// `spent + reserved` when `pace` was last measured, and when.
+    #[serde(default)]
+    pub pace_from: (u64, UnixMillis),
 }
 
 impl Slot {
@@ -240,18 +246,16 @@ pub fn plan(
         return None;
     }
     let waiting = account.wanted > 0;
-    if pass == Pass::Urgent && !waiting {
-        return None;
-    }
+    let urgent = pass == Pass::Urgent;
     // A full scope refuses at once; whether room came back is asked once an interval.
-    if pass == Pass::Urgent
+    if urgent
         && account.full_since != 0
         && now < account.full_since.saturating_add(fleet.sync_interval_ms)
     {
         return None;
     }
     if let Some(returning) = &slot.returning {
-        return Some(Call::Return(returning.clone()));
+        return (!urgent || waiting).then(|| Call::Return(returning.clone()));
     }
     let unflushed = account.spent.saturating_sub(slot.flushed);
     let granted = slot.granted();
@@ -270,12 +274,15 @@ pub fn plan(
     };
     if !spec.current {
         // A past period: report its spend and give its room back; no new room.
+        if urgent {
+            return None;
+        }
         if slot.leases.is_empty() && unflushed > 0 {
             return Some(Call::Lease { want: 0 });
         }
         return return_oldest();
     }
-    if slot.leases.len() > 1 {
+    if slot.leases.len() > 1 && !urgent {
         if let Some(call) = return_oldest() {
             return Some(call);
         }
@@ -288,26 +295,26 @@ pub fn plan(
         && account.committed() == slot.last_commit
         && idle_for >= fleet.sync_interval_ms.saturating_mul(IDLE_INTERVALS);
     if idle {
-        return if pass == Pass::Round {
-            return_oldest()
-        } else {
-            None
-        };
+        return if urgent { None } else { return_oldest() };
     }
     let room = slot.cover().saturating_sub(account.committed());
     let remaining = slot
         .room
         .unwrap_or(spec.limit_nanos)
         .saturating_add(granted);
-    let slice = share(remaining, fleet.lease_permille).max(1);
+    // A slice: its share of the room left, or what this process used in the last
+    // interval if more (a busy process near the end would otherwise wait for a lease
+    // every few requests); the ledger caps the grant at the room there is.
+    let slice = share(remaining, fleet.lease_permille).max(slot.pace).max(1);
     let want = slice.max(account.wanted);
     let newest = slot.leases.last();
-    let need = slot.leases.is_empty()
-        || (waiting && account.wanted > room)
-        || room < slice / 2
-        || (unflushed > 0
-            && newest.is_some_and(|l| now >= l.taken_at.saturating_add(fleet.sync_interval_ms)))
+    // Now (any tick): no lease, a request waiting, or the room running low.
+    let need_now = slot.leases.is_empty() || (waiting && account.wanted > room) || room < slice / 2;
+    // On the round also: report spend, renew before expiry.
+    let need_round = (unflushed > 0
+        && newest.is_some_and(|l| now >= l.taken_at.saturating_add(fleet.sync_interval_ms)))
         || newest.is_some_and(|l| now.saturating_add(fleet.lease_ttl_ms / 2) >= l.expires_at);
+    let need = need_now || (!urgent && need_round);
     if need && slot.leases.len() < MAX_LEASES {
         // A slot the fleet has no room for asks again only when a request waits or spend
         // has to be reported.
@@ -534,6 +541,7 @@ pub fn on_report<S: Store + ?Sized>(
 /// the idle clock moves.
 pub fn refresh<S: Store + ?Sized>(
     store: &mut S,
+    fleet: &Fleet,
     spec: &SlotSpec,
     now: UnixMillis,
 ) -> Result<(Slot, Account), StoreError> {
@@ -551,6 +559,16 @@ pub fn refresh<S: Store + ?Sized>(
         if slot.last_commit != commit || slot.still_since == 0 {
             slot.last_commit = commit;
             slot.still_since = now;
+            changed = true;
+        }
+        let (base, at) = slot.pace_from;
+        if now >= at.saturating_add(fleet.sync_interval_ms) {
+            slot.pace = if at == 0 {
+                0
+            } else {
+                commit.saturating_sub(base)
+            };
+            slot.pace_from = (commit, now);
             changed = true;
         }
         let encoded = changed.then(|| slot.encode());

@@ -15,9 +15,9 @@ use crate::store::Store;
 use crate::usage::Usage;
 use crate::UnixMillis;
 
-/// How long a request that found no leased room waits before it looks again: a few of
-/// the root context's ticks, which lease `wanted` as soon as they see it.
-const LEASE_WAIT_MS: u64 = 150;
+/// How long a request that found no leased room waits before it looks again: one of the
+/// root context's ticks, which lease `wanted` as soon as they see it.
+const LEASE_WAIT_MS: u64 = 50;
 
 /// The skip of an attempt the fleet ledger would have to cover while it is unreachable:
 /// worth another look after one sync interval.
