@@ -29,6 +29,9 @@ use crate::config::Config;
 use crate::store::{update, Store, StoreError};
 use crate::UnixMillis;
 
+/// How often a slot the fleet said is full asks again, while requests find it full.
+const FULL_RECHECK_MS: u64 = 100;
+
 /// Leases a slot holds at most; a slot at the cap only returns until one is gone.
 const MAX_LEASES: usize = 3;
 
@@ -128,6 +131,9 @@ pub struct Returning {
     pub id: String,
     /// The spend reported with it.
     pub used: u64,
+    /// What it gives back to the fleet (its grant beyond `used`).
+    #[serde(default)]
+    pub freed: u64,
 }
 
 /// A slot's lease bookkeeping.
@@ -247,10 +253,9 @@ pub fn plan(
     }
     let waiting = account.wanted > 0;
     let urgent = pass == Pass::Urgent;
-    // A full scope refuses at once; whether room came back is asked once an interval.
-    if urgent
-        && account.full_since != 0
-        && now < account.full_since.saturating_add(fleet.sync_interval_ms)
+    // A full scope refuses at once; whether room came back (other processes return
+    // what they did not use every interval) is asked every few ticks.
+    if urgent && account.full_since != 0 && now < account.full_since.saturating_add(FULL_RECHECK_MS)
     {
         return None;
     }
@@ -259,16 +264,20 @@ pub fn plan(
     }
     let unflushed = account.spent.saturating_sub(slot.flushed);
     let granted = slot.granted();
-    // Returning the oldest keeps the invariant when the others cover what is in flight.
-    let returnable = slot
-        .leases
-        .first()
-        .filter(|oldest| account.reserved <= granted.saturating_sub(oldest.granted));
+    // The oldest lease goes back with every unreported spend as its `used` (so spend
+    // reaches the ledger within an interval), when the other leases cover what is in
+    // flight: `cover ≥ spent + reserved` holds after it. Spend beyond the oldest grant
+    // was made under a newer lease the ledger still holds whole until its own return:
+    // for that long the ledger counts it twice, which only makes the fleet refuse a
+    // little early, never spend more.
     let return_oldest = || {
-        returnable.map(|oldest| {
+        let oldest = slot.leases.first()?;
+        let others = granted.saturating_sub(oldest.granted);
+        (account.reserved <= others).then(|| {
             Call::Return(Returning {
                 id: oldest.id.clone(),
                 used: unflushed,
+                freed: oldest.granted.saturating_sub(unflushed),
             })
         })
     };
@@ -479,6 +488,19 @@ pub fn on_answer<S: Store + ?Sized>(
         (Some(slot.encode()), reach)
     })?;
     sync_cover(store, spec)?;
+    if let (Call::Return(r), Answer::Returned { .. }) = (call, answer) {
+        // Room this process gave back is room the fleet has: not full any more.
+        if r.freed > 0 {
+            update(store, &spec.account_key, |bytes| {
+                let mut account = Account::decode(bytes);
+                if account.full_since == 0 {
+                    return (None, ());
+                }
+                account.full_since = 0;
+                (Some(account.encode()), ())
+            })?;
+        }
+    }
     if let (Call::Lease { .. }, Answer::Leased { room, .. }) = (call, answer) {
         // The request that asked has its lease: a later one asks anew. A scope the
         // fleet has no room left in refuses at once until a lease finds room again.
