@@ -71,6 +71,8 @@ struct Fleet {
     overshoot: u64,
     /// Events the ticks reported (alerts, halts).
     events: Vec<detour_core::event::Event>,
+    /// Every answer costs exactly its estimate (the overspend bound is then 0).
+    exact: bool,
     /// What dead processes took with them: spend they never reported and answers in
     /// flight (the documented loss of a killed replica; their leases expire).
     lost: u64,
@@ -99,6 +101,7 @@ impl Fleet {
             reachable: true,
             overshoot: 0,
             events: Vec::new(),
+            exact: false,
             lost: 0,
         }
     }
@@ -234,7 +237,11 @@ impl Fleet {
                 self.finish_due(p, now);
                 if traffic && rng.below(3) == 0 {
                     // Mostly under the estimate, now and then 20 % over it.
-                    let actual = ESTIMATE / 2 + rng.below(ESTIMATE * 7 / 10);
+                    let actual = if self.exact {
+                        ESTIMATE
+                    } else {
+                        ESTIMATE / 2 + rng.below(ESTIMATE * 7 / 10)
+                    };
                     let ends = now + 20 + rng.below(400);
                     match self.admit(p, now, actual, ends) {
                         Ok(()) => admitted += 1,
@@ -604,4 +611,19 @@ detour:
         [20, 20],
         "each minute starts with the whole limit"
     );
+}
+
+#[test]
+fn with_exact_estimates_the_fleet_never_spends_a_nano_dollar_past_the_limit() {
+    for seed in 1..8 {
+        let mut rng = Rng(seed * 7919);
+        let mut fleet = Fleet::new(config(""), 3);
+        fleet.exact = true;
+        fleet.run(&mut rng, NOW, 20_000, true);
+        fleet.run(&mut rng, NOW + 20_000, 3_000, false);
+        let (spent, _) = fleet.ledger_account(NOW + 23_000);
+        assert_eq!(spent, fleet.settled(), "seed {seed}");
+        assert!(spent <= LIMIT, "seed {seed}: {spent} > {LIMIT}");
+        assert!(spent + 4 * ESTIMATE >= LIMIT, "seed {seed}: {spent}");
+    }
 }

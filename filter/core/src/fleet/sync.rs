@@ -265,21 +265,16 @@ pub fn plan(
     let unflushed = account.spent.saturating_sub(slot.flushed);
     let granted = slot.granted();
     // The oldest lease goes back with every unreported spend as its `used` (so spend
-    // reaches the ledger within an interval), when the other leases cover what is in
-    // flight: `cover ≥ spent + reserved` holds after it. Spend beyond the oldest grant
-    // was made under a newer lease the ledger still holds whole until its own return:
-    // for that long the ledger counts it twice, which only makes the fleet refuse a
-    // little early, never spend more.
+    // reaches the ledger within an interval), when what is committed stays covered
+    // without it (`without_lease`; `begin` checks again atomically).
     let return_oldest = || {
         let oldest = slot.leases.first()?;
-        let others = granted.saturating_sub(oldest.granted);
-        (account.reserved <= others).then(|| {
-            Call::Return(Returning {
-                id: oldest.id.clone(),
-                used: unflushed,
-                freed: oldest.granted.saturating_sub(unflushed),
-            })
-        })
+        let call = Returning {
+            id: oldest.id.clone(),
+            used: unflushed,
+            freed: oldest.granted.saturating_sub(unflushed),
+        };
+        (without_lease(slot, &call).cover() >= account.committed()).then_some(Call::Return(call))
     };
     if !spec.current {
         // A past period: report its spend and give its room back; no new room.
@@ -343,7 +338,9 @@ fn share(amount: u64, permille: u32) -> u64 {
 
 /// Marks the slot busy with `call` and records what it changes at once: a return leaves
 /// the slot (its spend counts as reported) before the answer, so no request relies on
-/// the room it gives back. Returns false when another worker took the slot first.
+/// the room it gives back. Returns false when another worker took the slot first, or
+/// when requests admitted since the plan would no longer be covered without the lease
+/// (the return waits for a later round).
 pub fn begin<S: Store + ?Sized>(
     store: &mut S,
     fleet: &Fleet,
@@ -354,25 +351,69 @@ pub fn begin<S: Store + ?Sized>(
     let busy_until = now
         .saturating_add(fleet.call_timeout_ms)
         .saturating_add(1_000);
-    let took = update(store, &spec.slot_key, |bytes| {
+    let claimed = update(store, &spec.slot_key, |bytes| {
         let mut slot = Slot::decode(bytes);
         if slot.busy_until > now {
-            return (None, false);
+            return (None, None);
         }
         slot.busy_until = busy_until;
-        if let Call::Return(r) = call {
-            if slot.returning.is_none() {
-                slot.leases.retain(|l| l.id != r.id);
-                slot.flushed = slot.flushed.saturating_add(r.used);
-                slot.returning = Some(r.clone());
-            }
-        }
-        (Some(slot.encode()), true)
+        (Some(slot.encode()), Some(slot))
     })?;
-    if took {
-        sync_cover(store, spec)?;
+    let Some(slot) = claimed else {
+        return Ok(false);
+    };
+    let Call::Return(r) = call else {
+        return Ok(true);
+    };
+    if slot.returning.is_some() {
+        // A retry: the slot already counts it.
+        return Ok(true);
     }
-    Ok(took)
+    let after = without_lease(&slot, r);
+    let cover = after.cover();
+    // Lower the cover where requests reserve, and only if what they hold fits: checked
+    // and written in one CAS on the account, so no reservation slips in between.
+    let fits = update(store, &spec.account_key, |bytes| {
+        let mut account = Account::decode(bytes);
+        if account.committed() > cover {
+            return (None, false);
+        }
+        account.cover = cover;
+        (Some(account.encode()), true)
+    })?;
+    if !fits {
+        abort(store, spec)?;
+        return Ok(false);
+    }
+    update(store, &spec.slot_key, |bytes| {
+        let slot = Slot::decode(bytes);
+        let after = without_lease(&slot, r);
+        (Some(after.encode()), ())
+    })?;
+    Ok(true)
+}
+
+/// The slot once lease `r.id` went back with `r.used`. Spend beyond its grant was made
+/// under the newer leases: it comes off their local grants (the ledger still holds them
+/// whole until they return, so it over-counts for that long, never under-counts), and
+/// the cover stays what it was but for the room given back.
+fn without_lease(slot: &Slot, r: &Returning) -> Slot {
+    let mut after = slot.clone();
+    let granted = after
+        .leases
+        .iter()
+        .find(|l| l.id == r.id)
+        .map_or(0, |l| l.granted);
+    after.leases.retain(|l| l.id != r.id);
+    after.flushed = after.flushed.saturating_add(r.used);
+    let mut excess = r.used.saturating_sub(granted);
+    for lease in &mut after.leases {
+        let taken = excess.min(lease.granted);
+        lease.granted = lease.granted.saturating_sub(taken);
+        excess = excess.saturating_sub(taken);
+    }
+    after.returning = Some(r.clone());
+    after
 }
 
 /// What the state service answered, parsed.
