@@ -476,29 +476,9 @@ class LiteLLM(Proc):
 # ---------------------------------------------------------------------------- fleet mode
 
 
-def redis_server_bin() -> str | None:
-    found = os.environ.get("REDIS_SERVER") or shutil.which("redis-server") or "/usr/bin/redis-server"
-    return found if Path(found).exists() else None
-
-
-def _resp(reader):
-    line = reader.readline()
-    if not line:
-        raise OSError("redis closed the connection")
-    kind, rest = line[:1], line[1:].rstrip(b"\r\n")
-    if kind == b"+":
-        return rest.decode()
-    if kind == b"-":
-        raise RuntimeError(f"redis error: {rest.decode()}")
-    if kind == b":":
-        return int(rest)
-    if kind == b"$":
-        n = int(rest)
-        return None if n < 0 else reader.read(n + 2)[:-2].decode()
-    if kind == b"*":
-        n = int(rest)
-        return None if n < 0 else [_resp(reader) for _ in range(n)]
-    raise OSError(f"redis: unexpected answer {line!r}")
+# The RESP client and the binary lookup are the end-to-end harness's (tests/harness/fleet.py).
+sys.path.insert(0, str(ROOT / "tests"))
+from harness.fleet import redis_binary, redis_command  # noqa: E402
 
 
 class RedisServer(Proc):
@@ -510,11 +490,11 @@ class RedisServer(Proc):
         super().__init__(workdir, cores)
 
     def start(self) -> "RedisServer":
-        exe = redis_server_bin()
+        exe = redis_binary()
         if exe is None:
             raise RuntimeError("redis-server not found (Debian: redis-server; or set REDIS_SERVER)")
         self.port = free_port()
-        self.spawn([exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        self.spawn([str(exe), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                     "--dir", str(self.workdir)], role="state")
         wait_for(lambda: self.command("PING") == "PONG", 20, self.name, self.proc, self.log)
         return self
@@ -524,11 +504,7 @@ class RedisServer(Proc):
         return f"redis://127.0.0.1:{self.port}/0"
 
     def command(self, *args):
-        payload = f"*{len(args)}\r\n".encode() + b"".join(
-            f"${len(str(a).encode())}\r\n".encode() + str(a).encode() + b"\r\n" for a in args)
-        with socket.create_connection(("127.0.0.1", self.port), timeout=3) as s:
-            s.sendall(payload)
-            return _resp(s.makefile("rb"))
+        return redis_command(self.port, *args, timeout=3)
 
     def commandstats(self) -> dict[str, int]:
         """Calls per command since the start: {"evalsha": n, ...}."""
@@ -870,7 +846,7 @@ def main() -> int:
             "detour": version_of([str(detour), "--version"]),
             "litellm": version_of([str(venv_litellm / "bin" / "python"), "-c",
                                    "import importlib.metadata as m; print(m.version('litellm'))"]),
-            "redis": version_of([redis_server_bin() or "redis-server", "--version"]) if fleet_run else None,
+            "redis": version_of([str(redis_binary() or "redis-server"), "--version"]) if fleet_run else None,
         },
         "rounds": rounds, "duration_s": duration, "cores": cores, "max_conns": args.max_conns,
         "workers": "Envoy --concurrency 1, detour serve --workers 1, LiteLLM --num_workers 1",

@@ -78,13 +78,7 @@ class RedisServer:
 
     def command(self, *args: str, port: int | None = None):
         """One command over RESP (no client library needed); simple answers only."""
-        payload = f"*{len(args)}\r\n".encode() + b"".join(
-            f"${len(a.encode())}\r\n".encode() + a.encode() + b"\r\n" for a in args
-        )
-        with socket.create_connection(("127.0.0.1", port or self.port), timeout=2) as s:
-            s.sendall(payload)
-            reader = s.makefile("rb")
-            return _read_resp(reader)
+        return redis_command(port or self.port, *args)
 
     def hgetall(self, key: str) -> dict[str, str]:
         flat = self.command("HGETALL", key) or []
@@ -104,7 +98,16 @@ class RedisServer:
         stop_process(self.proc)
 
 
-def _read_resp(reader):
+def redis_command(port: int, *args, timeout: float = 2.0):
+    """One command to the Redis on 127.0.0.1:`port` over RESP, its answer decoded."""
+    words = [str(a).encode() for a in args]
+    payload = f"*{len(words)}\r\n".encode() + b"".join(f"${len(w)}\r\n".encode() + w + b"\r\n" for w in words)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(payload)
+        return read_resp(s.makefile("rb"))
+
+
+def read_resp(reader):
     line = reader.readline()
     if not line:
         raise OSError("redis closed the connection")
@@ -123,7 +126,7 @@ def _read_resp(reader):
         return data[:-2].decode()
     if kind == b"*":
         n = int(rest)
-        return None if n < 0 else [_read_resp(reader) for _ in range(n)]
+        return None if n < 0 else [read_resp(reader) for _ in range(n)]
     raise OSError(f"redis: unexpected answer {line!r}")
 
 
