@@ -376,15 +376,17 @@ fn serve_answers_the_state_cluster_in_process_as_the_service_would() {
 fn an_unusable_redis_url_stops_serve_without_showing_it() {
     let dir = scratch_dir("serve-fleet-bad-url");
     let wasm = probe_for(&dir, "/healthz");
+    // A Sentinel URL must name its master: this one passes the config's check of the
+    // scheme but not the Redis client's.
     let text = config_text(&format!(
-        "{{redis: \"rediss://:{PASSWORD}@127.0.0.1:1/0\"}}"
+        "{{redis: \"redis+sentinel://:{PASSWORD}@127.0.0.1:1\"}}"
     ));
     let (mut proc, listen) = start_serve(&dir, "serve-bad", &wasm, &text, &[]);
-    assert!(listen.is_none(), "serve started with a rediss:// URL");
+    assert!(listen.is_none(), "serve started with an unusable Redis URL");
     let status = proc.child.wait().unwrap();
     assert!(!status.success());
     let log = proc.log_text();
-    assert!(log.contains("rediss://"), "{log}");
+    assert!(log.contains("not a usable Redis URL"), "{log}");
     assert!(
         !log.contains(PASSWORD),
         "the Redis password was shown:\n{log}"

@@ -5,33 +5,170 @@
 //! what a stateless service in front of Redis wants. After an I/O error, a dropped
 //! connection or a timeout the connection is discarded and the next call dials again, so
 //! recovery needs no restart.
+//!
+//! Three kinds of endpoint, by URL scheme:
+//! - `redis://[:password@]host:port/db`: one Redis (or Valkey, or a managed Redis);
+//! - `redis+cluster://[:password@]host:port,host:port,…`: Redis Cluster, through the
+//!   cluster client (every ledger key carries one hash tag, so a script's keys share a
+//!   slot);
+//! - `redis+sentinel://[:password@]host:port,host:port,…/master-name[/db]`: the master
+//!   that Redis Sentinel names, asked again at every (re)dial, so a failover is followed.
 
 use std::future::Future;
 use std::time::Duration;
 
 use detour_core::ledger::LedgerError;
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, RedisError, RedisResult};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::{
+    AsyncConnectionConfig, Client, Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture,
+    RedisResult, Value,
+};
 use tokio::sync::Mutex;
+
+/// Where Redis is.
+enum Endpoint {
+    Single(Client),
+    Cluster(ClusterClient),
+    Sentinel(Mutex<SentinelClient>),
+}
+
+impl std::fmt::Debug for Endpoint {
+    // The URLs may carry a password: say the kind only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Endpoint::Single(_) => "Single",
+            Endpoint::Cluster(_) => "Cluster",
+            Endpoint::Sentinel(_) => "Sentinel",
+        })
+    }
+}
+
+/// A connection of either kind; scripts and commands run on it alike.
+#[derive(Clone)]
+pub enum Conn {
+    /// One Redis (or Sentinel's master).
+    Single(MultiplexedConnection),
+    /// Redis Cluster.
+    Cluster(ClusterConnection),
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Conn::Single(_) => "Conn::Single",
+            Conn::Cluster(_) => "Conn::Cluster",
+        })
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
 
 /// A Redis endpoint and its (lazily dialled) connection.
 #[derive(Debug)]
 pub struct Redis {
-    client: Client,
-    conn: Mutex<Option<MultiplexedConnection>>,
+    endpoint: Endpoint,
+    conn: Mutex<Option<Conn>>,
     timeout: Duration,
 }
 
+/// Why a URL does not parse, without the URL (it may carry a password).
+fn invalid(e: &RedisError) -> LedgerError {
+    LedgerError::Invalid(format!("the redis url does not parse: {:?}", e.kind()))
+}
+
+/// `[:password@]host:port,host:port…` → (`:password@` or empty, the hosts).
+fn split_nodes(rest: &str) -> (String, Vec<String>) {
+    match rest.rsplit_once('@') {
+        Some((auth, nodes)) => (
+            format!("{auth}@"),
+            nodes.split(',').map(str::to_string).collect(),
+        ),
+        None => (String::new(), rest.split(',').map(str::to_string).collect()),
+    }
+}
+
 impl Redis {
-    /// Parses `url` (`redis://host:port/db`); dials nothing yet.
+    /// Parses `url` (see the module doc for the schemes); dials nothing yet.
     pub fn open(url: &str, timeout: Duration) -> Result<Redis, LedgerError> {
-        let client = Client::open(url)
-            // The URL may carry a password: name the problem, never the URL.
-            .map_err(|e| {
-                LedgerError::Invalid(format!("the redis url does not parse: {:?}", e.kind()))
+        let endpoint = if let Some(rest) = url.strip_prefix("redis+cluster://") {
+            let (auth, nodes) = split_nodes(rest.trim_end_matches('/'));
+            let nodes: Vec<String> = nodes
+                .iter()
+                .map(|node| format!("redis://{auth}{node}"))
+                .collect();
+            let client = ClusterClient::builder(nodes)
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
+                .build()
+                .map_err(|e| invalid(&e))?;
+            Endpoint::Cluster(client)
+        } else if let Some(rest) = url.strip_prefix("redis+sentinel://") {
+            let (hosts, path) = rest.split_once('/').ok_or_else(|| {
+                LedgerError::Invalid("a sentinel url names its master: …/master-name".into())
             })?;
+            let (master, db) = match path.trim_end_matches('/').split_once('/') {
+                Some((master, db)) => (master, db),
+                None => (path.trim_end_matches('/'), "0"),
+            };
+            if master.is_empty() {
+                return Err(LedgerError::Invalid(
+                    "a sentinel url names its master: …/master-name".into(),
+                ));
+            }
+            let (auth, sentinels) = split_nodes(hosts);
+            let sentinels: Vec<String> = sentinels
+                .iter()
+                .map(|node| format!("redis://{node}"))
+                .collect();
+            // The master's password and database, as a single-Redis URL would carry them.
+            let master_info = format!("redis://{auth}sentinel-master/{db}")
+                .as_str()
+                .into_connection_info()
+                .map_err(|e| invalid(&e))?;
+            let node_info = SentinelNodeConnectionInfo::default()
+                .set_redis_connection_info(master_info.redis_settings().clone());
+            let client = SentinelClient::build(
+                sentinels,
+                master.to_string(),
+                Some(node_info),
+                SentinelServerType::Master,
+            )
+            .map_err(|e| invalid(&e))?;
+            Endpoint::Sentinel(Mutex::new(client))
+        } else {
+            Endpoint::Single(Client::open(url).map_err(|e| invalid(&e))?)
+        };
         Ok(Redis {
-            client,
+            endpoint,
             conn: Mutex::new(None),
             timeout,
         })
@@ -47,7 +184,7 @@ impl Redis {
     /// answered (a script error) is not transient.
     pub async fn run<T, F, Fut>(&self, op: F) -> Result<T, LedgerError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let attempt = async {
@@ -79,7 +216,7 @@ impl Redis {
         }
     }
 
-    async fn connection(&self) -> RedisResult<MultiplexedConnection> {
+    async fn connection(&self) -> RedisResult<Conn> {
         let mut slot = self.conn.lock().await;
         if let Some(conn) = slot.as_ref() {
             return Ok(conn.clone());
@@ -87,10 +224,23 @@ impl Redis {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout));
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let conn = match &self.endpoint {
+            Endpoint::Single(client) => Conn::Single(
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?,
+            ),
+            Endpoint::Cluster(client) => Conn::Cluster(client.get_async_connection().await?),
+            Endpoint::Sentinel(sentinel) => {
+                // Asked at every dial: after a failover the next dial finds the new master.
+                let master = sentinel.lock().await.async_get_client().await?;
+                Conn::Single(
+                    master
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?,
+                )
+            }
+        };
         *slot = Some(conn.clone());
         Ok(conn)
     }

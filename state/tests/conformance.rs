@@ -88,6 +88,16 @@ impl RedisBackend {
     fn start() -> Option<Self> {
         RedisServer::start().map(|server| RedisBackend { server })
     }
+
+    /// The same scripts through the cluster client, on a one-node Redis Cluster.
+    fn start_cluster() -> Option<Self> {
+        RedisServer::start_cluster().map(|server| RedisBackend { server })
+    }
+
+    /// The same scripts on the master a Redis Sentinel names.
+    fn start_sentinel() -> Option<Self> {
+        RedisServer::start_sentinel().map(|server| RedisBackend { server })
+    }
 }
 
 impl Backend for RedisBackend {
@@ -496,6 +506,24 @@ macro_rules! on_every_backend {
                 #[test]
                 fn $case() {
                     let Some(backend) = super::RedisBackend::start() else { return };
+                    super::$case(&backend);
+                }
+            )*
+        }
+        mod redis_cluster {
+            $(
+                #[test]
+                fn $case() {
+                    let Some(backend) = super::RedisBackend::start_cluster() else { return };
+                    super::$case(&backend);
+                }
+            )*
+        }
+        mod redis_sentinel {
+            $(
+                #[test]
+                fn $case() {
+                    let Some(backend) = super::RedisBackend::start_sentinel() else { return };
                     super::$case(&backend);
                 }
             )*

@@ -18,7 +18,9 @@ use crate::exit_codes;
 /// Arguments of `detour state`.
 #[derive(Debug, Clone, Args)]
 pub struct StateArgs {
-    /// The Redis holding all fleet state (`redis://[:password@]host:port/db`). From the
+    /// The Redis holding all fleet state: `redis://[:password@]host:port/db`,
+    /// `redis+cluster://[:password@]host:port,host:port` (Redis Cluster) or
+    /// `redis+sentinel://[:password@]host:port,host:port/master-name[/db]`. From the
     /// environment when not given, so a password stays out of the process list.
     #[arg(
         long,

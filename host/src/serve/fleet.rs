@@ -104,7 +104,7 @@ fn unusable_url(url: &str) -> String {
     if url.starts_with("rediss://") {
         "detour.fleet.redis: rediss:// (TLS) is not supported by detour serve; use redis:// (the URL is not shown: it may hold a password)".into()
     } else {
-        "detour.fleet.redis is not a usable Redis URL, redis://[:password@]host:port/db (the URL is not shown: it may hold a password)".into()
+        "detour.fleet.redis is not a usable Redis URL: redis://[:password@]host:port/db, redis+cluster://host:port,… or redis+sentinel://host:port,…/master (the URL is not shown: it may hold a password)".into()
     }
 }
 

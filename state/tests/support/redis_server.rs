@@ -30,6 +30,15 @@ pub(crate) struct RedisServer {
     /// Its `requirepass`, if any.
     password: Option<String>,
     dir: PathBuf,
+    /// What it is: a plain Redis, a one-node Redis Cluster, or a Sentinel watching a
+    /// master (which it keeps alive as long as itself).
+    kind: Kind,
+}
+
+enum Kind {
+    Plain,
+    Cluster,
+    Sentinel { master: Box<RedisServer> },
 }
 
 /// Where `redis-server` is, if installed.
@@ -72,6 +81,16 @@ impl RedisServer {
     }
 
     fn spawn(binary: &Path, port: u16, password: Option<&str>) -> RedisServer {
+        Self::spawn_with(binary, port, password, &[], Kind::Plain)
+    }
+
+    fn spawn_with(
+        binary: &Path,
+        port: u16,
+        password: Option<&str>,
+        extra: &[&str],
+        kind: Kind,
+    ) -> RedisServer {
         let dir = std::env::temp_dir().join(format!("detour-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut command = Command::new(binary);
@@ -79,7 +98,8 @@ impl RedisServer {
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
-            .arg(&dir);
+            .arg(&dir)
+            .args(extra);
         if let Some(password) = password {
             command.args(["--requirepass", password]);
         }
@@ -93,17 +113,120 @@ impl RedisServer {
             port,
             password: password.map(str::to_string),
             dir,
+            kind,
         };
         server.wait_ready();
         server
     }
 
-    /// `redis://127.0.0.1:<port>/0`, with `:<password>@` when it has one.
+    /// A one-node Redis Cluster owning every slot: the cluster protocol (MOVED-aware
+    /// client, hash-tagged keys) on one process.
+    pub(crate) fn start_cluster() -> Option<RedisServer> {
+        let Some(binary) = redis_binary() else {
+            eprintln!("SKIPPED: redis-server is not installed (apt-get install -y redis-server)");
+            return None;
+        };
+        let server = Self::spawn_with(
+            &binary,
+            free_port(),
+            None,
+            &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ],
+            Kind::Cluster,
+        );
+        assert!(server
+            .send("CLUSTER ADDSLOTSRANGE 0 16383")
+            .starts_with("+OK"));
+        server.wait_for("CLUSTER INFO", "cluster_state:ok");
+        Some(server)
+    }
+
+    /// A Redis Sentinel on a free port watching a fresh master (as `mymaster`).
+    pub(crate) fn start_sentinel() -> Option<RedisServer> {
+        let master = Self::start()?;
+        let binary = redis_binary()?;
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("detour-sentinel-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "bind 127.0.0.1\nport {port}\ndir {}\nsentinel monitor mymaster 127.0.0.1 {} 1\n",
+                dir.display(),
+                master.port
+            ),
+        )
+        .unwrap();
+        let child = Command::new(binary)
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let sentinel = RedisServer {
+            child: Some(child),
+            port,
+            password: None,
+            dir,
+            kind: Kind::Sentinel {
+                master: Box::new(master),
+            },
+        };
+        sentinel.wait_ready();
+        sentinel.wait_for("SENTINEL get-master-addr-by-name mymaster", "127.0.0.1");
+        Some(sentinel)
+    }
+
+    /// The URL `detour state` takes for it: `redis://` (with `:<password>@` when it has
+    /// one), `redis+cluster://` or `redis+sentinel://…/mymaster/0`.
     pub(crate) fn url(&self) -> String {
-        match &self.password {
-            Some(password) => format!("redis://:{password}@127.0.0.1:{}/0", self.port),
-            None => format!("redis://127.0.0.1:{}/0", self.port),
+        let auth = self
+            .password
+            .as_ref()
+            .map(|p| format!(":{p}@"))
+            .unwrap_or_default();
+        match &self.kind {
+            Kind::Plain => format!("redis://{auth}127.0.0.1:{}/0", self.port),
+            Kind::Cluster => format!("redis+cluster://{auth}127.0.0.1:{}", self.port),
+            Kind::Sentinel { .. } => format!("redis+sentinel://127.0.0.1:{}/mymaster/0", self.port),
         }
+    }
+
+    /// Sends one inline command and returns what arrives within half a second.
+    fn send(&self, command: &str) -> String {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+            return String::new();
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        if stream
+            .write_all(format!("{command}\r\n").as_bytes())
+            .is_err()
+        {
+            return String::new();
+        }
+        let mut reply = vec![0u8; 8192];
+        let n = stream.read(&mut reply).unwrap_or(0);
+        String::from_utf8_lossy(reply.get(..n).unwrap_or_default()).into_owned()
+    }
+
+    /// Waits until `command`'s reply contains `expected`.
+    fn wait_for(&self, command: &str, expected: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.send(command).contains(expected) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{command} on port {} never said {expected}", self.port);
     }
 
     /// Waits for `+PONG` (after `AUTH` when it has a password).

@@ -148,11 +148,12 @@ pub(super) fn read_fleet(
     };
     if let Some(url) = &redis {
         let text = url.expose();
-        if !(text.starts_with("redis://") || text.starts_with("rediss://")) {
+        let schemes = ["redis://", "redis+cluster://", "redis+sentinel://"];
+        if !schemes.iter().any(|scheme| text.starts_with(scheme)) {
             // The URL may hold a password: name the field only.
             diags.error(
                 &section.path_of("redis"),
-                "must be a redis:// or rediss:// URL",
+                "must be a redis://, redis+cluster:// or redis+sentinel:// URL (TLS, rediss://, is not supported)",
             );
         }
     }
