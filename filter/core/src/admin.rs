@@ -235,7 +235,7 @@ fn fleet_status<S: Store + ?Sized>(config: &Config, store: &S, now: UnixMillis) 
                 "reserved": account.reserved,
                 "reported": slot.flushed,
                 "leases": slot.leases.len(),
-                "leased": slot.leases.iter().fold(0u64, |sum, l| sum.saturating_add(l.granted)),
+                "leased": slot.granted(),
                 "fleet_room": slot.room,
                 "fleet_full": account.full_since != 0,
             })

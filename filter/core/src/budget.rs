@@ -271,11 +271,7 @@ pub fn spend<S: Store + ?Sized>(store: &mut S, key: &str, held: u64, actual: u64
 /// Gives back what a failed attempt held.
 pub fn release<S: Store + ?Sized>(store: &mut S, reservation: &Reservation) {
     for (_, key, amount) in &reservation.held {
-        let _ = update(store, key, |bytes| {
-            let mut account = Account::decode(bytes);
-            account.reserved = account.reserved.saturating_sub(*amount);
-            (Some(account.encode()), ())
-        });
+        spend(store, key, *amount, 0);
     }
 }
 

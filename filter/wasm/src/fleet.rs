@@ -48,8 +48,8 @@ pub(crate) fn prepare(config: &Config, now: UnixMillis) {
 }
 
 impl FleetSync {
-    /// Once per tick: the full round when this worker claims it, else only slots a request
-    /// waits on.
+    /// Once per tick: the full round when this worker claims it, else only the current
+    /// slots a request waits on or whose room runs low (`sync::plan`'s urgent pass).
     pub(crate) fn tick(&mut self, config: &Config, now: UnixMillis) {
         let Some(fleet) = &config.fleet else {
             return;

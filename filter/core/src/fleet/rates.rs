@@ -14,7 +14,7 @@
 use super::sync::{slot_key, SlotKind, SlotSpec};
 use crate::budget::{self, Admission};
 use crate::config::{Config, Deployment};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 use crate::UnixMillis;
 
 const MINUTE_MS: u64 = 60_000;
@@ -118,7 +118,7 @@ pub fn take<S: Store + ?Sized>(
             }
             Ok(refusal) => return Err(refusal_of(refusal)),
             // A broken store fails open, as the per-process window does.
-            Err(StoreError::Contended | StoreError::CasMismatch | StoreError::Backend { .. }) => {}
+            Err(_) => {}
         }
     }
     if let Some(rpm) = deployment.rpm {
@@ -129,6 +129,7 @@ pub fn take<S: Store + ?Sized>(
                 release(store, &hold);
                 return Err(refusal_of(refusal));
             }
+            // Fails open, as above.
             Err(_) => {}
         }
     }

@@ -2,9 +2,10 @@
 //! their answers change. Sans-IO: the glue reads the records, asks [`plan`] for a call,
 //! carries it out with `dispatch_http_call`, and feeds the answer to [`on_answer`].
 //!
-//! One **slot** is one budget limit in one period. Its local account
-//! (`budget::key`, the one requests reserve in) carries `cover`: what this process may
-//! commit. Its [`Slot`] record (`detour/v1/fleet/…`) carries the leases behind it:
+//! One **slot** is one budget limit in one period, or one deployment's `rpm`/`tpm` in one
+//! minute (`rates.rs`). Its local account (the one requests reserve in) carries `cover`:
+//! what this process may commit. Its [`Slot`] record (`detour/v1/fleet/…`) carries the
+//! leases behind it:
 //!
 //! ```text
 //! cover = flushed + Σ unexpired lease grants + allowance
@@ -12,9 +13,9 @@
 //!
 //! - `flushed` is the local spend already reported to the fleet, as the `used` of lease
 //!   returns.
-//! - A lease is **returned** (with every unreported spend as its `used`) only when the
-//!   other leases' grants cover the estimates in flight, so `cover ≥ spent + reserved`
-//!   stays true after it.
+//! - A lease is **returned** (with every unreported spend as its `used`; spend beyond
+//!   its grant comes off the newer leases' local grants) only when `cover ≥ spent +
+//!   reserved` stays true without it, checked in the same CAS that lowers the cover.
 //! - A busy slot takes a new lease every sync interval and then returns the old one:
 //!   spend reaches the fleet within about one interval.
 //! - `allowance` is `local_cap × limit`, only while the ledger is unreachable and the
@@ -186,7 +187,8 @@ impl Slot {
             .saturating_add(self.allowance)
     }
 
-    fn granted(&self) -> u64 {
+    /// What its leases hold.
+    pub fn granted(&self) -> u64 {
         self.leases
             .iter()
             .fold(0u64, |sum, l| sum.saturating_add(l.granted))
@@ -495,7 +497,7 @@ pub fn on_answer<S: Store + ?Sized>(
     };
     let open = mode == FailMode::Open;
     let allowance = share(spec.limit_nanos, fleet.local_cap_permille);
-    let reach = update(store, &spec.slot_key, |bytes| {
+    let (reach, cover) = update(store, &spec.slot_key, |bytes| {
         let mut slot = Slot::decode(bytes);
         slot.busy_until = 0;
         let reach = match (call, answer) {
@@ -526,37 +528,34 @@ pub fn on_answer<S: Store + ?Sized>(
             Reachability::Unreachable if open => allowance,
             Reachability::Unreachable => 0,
         };
-        (Some(slot.encode()), reach)
+        let cover = slot.cover();
+        (Some(slot.encode()), (reach, cover))
     })?;
-    sync_cover(store, spec)?;
-    if let (Call::Return(r), Answer::Returned { .. }) = (call, answer) {
-        // Room this process gave back is room the fleet has: not full any more.
-        if r.freed > 0 {
-            update(store, &spec.account_key, |bytes| {
-                let mut account = Account::decode(bytes);
-                if account.full_since == 0 {
-                    return (None, ());
-                }
-                account.full_since = 0;
-                (Some(account.encode()), ())
-            })?;
+    // The account in one write: the new cover, and what the answer says of fullness.
+    // A lease answers the request that asked (a later one asks anew) and whether the
+    // fleet has room left (none: refuse at once until a lease finds some); a return
+    // of unused room means the fleet has room again.
+    let full_since = match (call, answer) {
+        (Call::Lease { .. }, Answer::Leased { room, .. }) => {
+            Some(if *room == Some(0) { now.max(1) } else { 0 })
         }
-    }
-    if let (Call::Lease { .. }, Answer::Leased { room, .. }) = (call, answer) {
-        // The request that asked has its lease: a later one asks anew. A scope the
-        // fleet has no room left in refuses at once until a lease finds room again.
-        let full = *room == Some(0);
-        update(store, &spec.account_key, |bytes| {
-            let mut account = Account::decode(bytes);
-            let full_since = if full { now.max(1) } else { 0 };
-            if account.wanted == 0 && account.full_since == full_since {
-                return (None, ());
-            }
+        (Call::Return(r), Answer::Returned { .. }) if r.freed > 0 => Some(0),
+        _ => None,
+    };
+    let leased = matches!(answer, Answer::Leased { .. });
+    update(store, &spec.account_key, |bytes| {
+        let mut account = Account::decode(bytes);
+        let before = account;
+        account.cover = cover;
+        if leased {
             account.wanted = 0;
+        }
+        if let Some(full_since) = full_since {
             account.full_since = full_since;
-            (Some(account.encode()), ())
-        })?;
-    }
+        }
+        let changed = account != before;
+        (changed.then(|| account.encode()), ())
+    })?;
     Ok(reach)
 }
 
@@ -637,7 +636,7 @@ pub fn refresh<S: Store + ?Sized>(
         let encoded = changed.then(|| slot.encode());
         (encoded, slot)
     })?;
-    sync_cover(store, spec)?;
+    write_cover(store, spec, slot.cover())?;
     Ok((slot, account))
 }
 
@@ -654,8 +653,11 @@ pub fn read_account<S: Store + ?Sized>(store: &S, spec: &SlotSpec) -> Account {
 }
 
 /// Writes the slot's cover into its account, where requests check it.
-fn sync_cover<S: Store + ?Sized>(store: &mut S, spec: &SlotSpec) -> Result<(), StoreError> {
-    let cover = read_slot(store, spec).cover();
+fn write_cover<S: Store + ?Sized>(
+    store: &mut S,
+    spec: &SlotSpec,
+    cover: u64,
+) -> Result<(), StoreError> {
     update(store, &spec.account_key, |bytes| {
         let mut account = Account::decode(bytes);
         if account.cover == cover {
@@ -725,18 +727,15 @@ pub fn unreachable<S: Store + ?Sized>(store: &S) -> bool {
 }
 
 /// Creates the lease records of the current and the next period of every limit where
-/// they do not exist yet (as `budget::ensure_accounts` does, and for the same reason: a
-/// first write cannot be conditional, so it must not race with the tick).
+/// they do not exist yet (their accounts are `budget::ensure_accounts`' to create, on
+/// the same occasions and for the same reason: a first write cannot be conditional, so
+/// it must not race with the tick).
 pub fn ensure_slots<S: Store + ?Sized>(store: &mut S, config: &Config, now: UnixMillis) {
     for limit in &config.budgets.limits {
         for start in [limit.period.start(now), limit.period.end(now)] {
-            let account = budget::key(&limit.scope, start);
-            let key = slot_key(&account);
+            let key = slot_key(&budget::key(&limit.scope, start));
             if let Ok(None) = store.get(&key) {
                 let _ = store.set(&key, &Slot::default().encode(), None);
-            }
-            if let Ok(None) = store.get(&account) {
-                let _ = store.set(&account, &Account::default().encode(), None);
             }
         }
     }

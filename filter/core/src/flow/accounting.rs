@@ -157,37 +157,32 @@ impl Flow {
         let reservation = if applicable.is_empty() {
             Reservation::default()
         } else {
-            let fleet = config.fleet.as_ref();
             match budget::reserve_in(
                 store,
                 &config.budgets.limits,
                 &applicable,
                 now,
                 estimate,
-                fleet.is_some(),
+                config.fleet.is_some(),
             ) {
                 Ok(reservation) => reservation,
-                // The fleet has room, this process's leases do not cover it yet: wait for
-                // the next lease (the tick asks for `wanted` at once), up to one call's
-                // time limit, instead of refusing what the fleet would allow.
-                // The ledger is down and this process's leases are spent: closed, at once.
-                Err(Refusal::Uncovered(_)) if fleet_sync::unreachable(store) => {
+                Err(refusal) => {
                     if rate_limited {
                         rate::untake(store, &deployment.id, now, tokens);
                     }
-                    return Err(fleet_down(config, now));
-                }
-                Err(Refusal::Uncovered(_)) if self.wait_for_lease(config, now) => {
-                    if rate_limited {
-                        rate::untake(store, &deployment.id, now, tokens);
+                    if matches!(refusal, Refusal::Uncovered(_)) {
+                        // The ledger is down and this process's leases are spent: closed,
+                        // at once.
+                        if fleet_sync::unreachable(store) {
+                            return Err(fleet_down(config, now));
+                        }
+                        // The fleet has room, this process's leases do not cover it yet:
+                        // wait for the next lease (the tick asks for `wanted` at once),
+                        // up to one call's time limit, instead of refusing what the fleet
+                        // would allow. Past that limit it is refused like the rest.
+                        self.wait_for_lease(config, now);
                     }
-                    return Err((Reason::BudgetExhausted, FallbackReason::Budget, None));
-                }
-                // Budgets fail closed: money is not spent on a guess.
-                Err(Refusal::Exhausted(_) | Refusal::Uncovered(_) | Refusal::Unavailable(_)) => {
-                    if rate_limited {
-                        rate::untake(store, &deployment.id, now, tokens);
-                    }
+                    // Budgets fail closed: money is not spent on a guess.
                     return Err((Reason::BudgetExhausted, FallbackReason::Budget, None));
                 }
             }
